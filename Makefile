@@ -1,0 +1,34 @@
+# Eddy: `make demo` runs the end-to-end demo, `make test` runs every check.
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test lint unit integration bench clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+setup: $(VENV)/.installed ## Create the virtualenv, install Eddy, get redis-server
+
+$(VENV)/.installed: pyproject.toml infra/bootstrap.sh
+	bash infra/bootstrap.sh $(VENV)
+
+demo: setup ## Run the demo: embedded stack, MovieLens replay, lists before/after
+	$(BIN)/eddy demo
+
+lint: setup ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+unit: setup ## Unit tests only (no services)
+	$(BIN)/pytest tests/unit
+
+integration: setup ## Integration tests (start their own broker and redis-server)
+	$(BIN)/pytest tests/integration
+
+test: lint ## Everything: lint, types, unit and integration tests
+	$(BIN)/pytest
+
+clean: ## Remove the virtualenv and local state
+	rm -rf $(VENV) .eddy .pytest_cache .mypy_cache .ruff_cache

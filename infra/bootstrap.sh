@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Set up a fresh machine for Eddy: a virtualenv with Eddy installed, and redis-server.
+# Usage: infra/bootstrap.sh [VENV_DIR]   (idempotent; used by `make demo` and `make test`)
+set -euo pipefail
+venv="${1:-.venv}"
+cd "$(dirname "$0")/.."
+
+python=""
+for candidate in python3.13 python3.12 python3.11 python3; do
+  if command -v "$candidate" >/dev/null 2>&1 &&
+     "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    python="$candidate"; break
+  fi
+done
+if [ -z "$python" ]; then
+  echo "error: Eddy needs Python >= 3.11 (python3.11 or newer on PATH)" >&2
+  exit 1
+fi
+
+if [ ! -x "$venv/bin/python" ]; then
+  echo "creating virtualenv $venv with $python"
+  "$python" -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install --quiet --upgrade pip 2>/dev/null || true
+echo "installing Eddy and its dev tools into $venv"
+"$venv/bin/python" -m pip install --quiet -e ".[dev]"
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "redis-server not found: installing it"
+  if command -v apt-get >/dev/null 2>&1; then
+    sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq redis-server >/dev/null
+  elif command -v dnf >/dev/null 2>&1; then
+    sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo dnf install -y -q redis
+  elif command -v brew >/dev/null 2>&1; then
+    brew install redis
+  else
+    echo "error: install redis-server with your package manager and re-run" >&2
+    exit 1
+  fi
+fi
+touch "$venv/.installed"

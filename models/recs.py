@@ -1,0 +1,57 @@
+"""The recommendation document Eddy writes to Redis (``{prefix}:rec:{user_id}``)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+POPULAR_USER = "_popular"
+"""Pseudo user id of the global fallback list (``{prefix}:rec:_popular``)."""
+
+
+class RecItem(BaseModel):
+    """One recommended item with a score and a reason the product can display."""
+
+    model_config = ConfigDict(frozen=True)
+
+    item_id: str
+    score: float
+    reason: str
+    propensity: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Probability that the policy put this item in this slot (for IPS).",
+    )
+
+
+class RecList(BaseModel):
+    """A user's current list, as stored in Redis (JSON)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    user_id: str
+    items: list[RecItem]
+    rec_id: str | None = Field(
+        default=None,
+        description="Id of this list; send it back as the event's rec_id for attribution.",
+    )
+    generated_at: float = Field(description="When the list was computed, unix seconds.")
+    event_ts: float | None = Field(
+        description="Event time of the newest event the list reflects (None for fallbacks)."
+    )
+    model_version: str
+
+
+def category_slug(category: str) -> str:
+    """Key-safe form of a category name: ``"Film Noir" -> "film-noir"``."""
+    out = []
+    dash = False
+    for ch in category.lower():
+        if ch.isascii() and ch.isalnum():
+            out.append(ch)
+            dash = False
+        elif not dash:
+            out.append("-")
+            dash = True
+    slug = "".join(out).strip("-")
+    return slug or "_"

@@ -1,0 +1,1 @@
+"""Eddy's adapters: the Faust app, topics, agents, codecs, the Redis sink, settings, the CLI."""

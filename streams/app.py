@@ -1,0 +1,245 @@
+"""The Faust app: topics, tables, agents and timers, built from ``Settings``.
+
+Agents stay thin: they hand each message to ``EventProcessor`` and send rejects to the
+dead-letter topic with the reason and the source position in headers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+import redis.asyncio as aioredis
+
+from models.artefact import ModelArtefact, latest, load
+from streams.processor import EventProcessor, Rejected, stats_mapping
+from streams.settings import Settings
+from streams.sink import RecSink, RedisSink
+
+log = logging.getLogger(__name__)
+
+DLQ_REASON = "eddy.dlq.reason"
+DLQ_TOPIC = "eddy.dlq.topic"
+DLQ_PARTITION = "eddy.dlq.partition"
+DLQ_OFFSET = "eddy.dlq.offset"
+STATS_INTERVAL_S = 1.0
+
+
+@dataclass
+class EddyApp:
+    """The Faust app with handles on what tests and the CLI need."""
+
+    app: faust.App
+    processor: EventProcessor
+    events_topic: Any
+    items_topic: Any
+    dlq_topic: Any
+    profiles: Any
+    catalog: Any
+    popularity: Any
+    events_agent: Any
+    items_agent: Any
+
+
+def faust_app(settings: Settings) -> faust.App:
+    """A Faust app configured from settings (aiokafka transport, in-memory stores)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.events_partitions,
+        topic_replication_factor=settings.replication_factor,
+        broker_session_timeout=settings.broker_session_timeout_s,
+        broker_rebalance_timeout=settings.broker_rebalance_timeout_s,
+        consumer_group_instance_id=settings.worker_id,
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
+        web_host=settings.web_host,
+        key_serializer="raw",
+        value_serializer="raw",
+        autodiscover=False,
+        producer_linger=0.005,
+    )
+
+
+def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
+    """Define topics, tables, agents and timers on a new Faust app."""
+    app = faust_app(settings)
+    events_topic = app.topic(settings.topic_events, partitions=settings.events_partitions)
+    items_topic = app.topic(settings.topic_items, partitions=settings.items_partitions)
+    dlq_topic = app.topic(settings.topic_dlq, partitions=settings.dlq_partitions)
+    impressions_topic = app.topic(settings.topic_impressions, partitions=settings.events_partitions)
+    profiles = app.Table(
+        "profiles",
+        key_type=str,
+        partitions=settings.events_partitions,
+        help="User profiles keyed by user_id.",
+    )
+    catalog = app.GlobalTable(
+        "catalog",
+        key_type=str,
+        partitions=settings.items_partitions,
+        help="Item catalog keyed by item_id, on every worker.",
+    )
+    item_updates_topic = app.topic(
+        settings.topic_item_updates, partitions=settings.events_partitions
+    )
+
+    async def on_vector_changelog(event: faust.EventT[Any]) -> None:
+        key, value = event.key, event.value
+        item_id = key.decode() if isinstance(key, bytes) else str(key)
+        vector = json.loads(value) if isinstance(value, bytes | str) else value
+        processor.on_item_vector(item_id, vector)
+
+    item_vectors = app.GlobalTable(
+        "item_vectors",
+        key_type=str,
+        partitions=settings.events_partitions,
+        on_changelog_event=on_vector_changelog,
+        help="Item vectors learned online, keyed by item_id; written by the worker that owns "
+        "the item, read by every worker's index.",
+    )
+    popularity = app.GlobalTable(
+        "popularity",
+        key_type=str,
+        partitions=settings.events_partitions,
+        help="Time-decayed popularity keyed by item_id: [score, anchor_ts], on every worker.",
+    )
+    redis_url = settings.redis_url.get_secret_value()
+    prior = load_prior(settings)
+    processor = EventProcessor(
+        settings, profiles, catalog, popularity, sink or RedisSink(redis_url), prior=prior
+    )
+    publisher = processor.publisher
+
+    async def dead_letter(event: faust.EventT[Any], rejected: Rejected) -> None:
+        msg = event.message
+        headers = [
+            (DLQ_REASON, rejected.reason.encode()),
+            (DLQ_TOPIC, msg.topic.encode()),
+            (DLQ_PARTITION, str(msg.partition).encode()),
+            (DLQ_OFFSET, str(msg.offset).encode()),
+        ]
+        await dlq_topic.send(key=msg.key, value=msg.value, headers=headers)
+        log.warning(
+            "dead letter %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, rejected.reason
+        )
+
+    async def publish() -> None:
+        """Write pending lists to Redis, then log what was published to the impressions topic."""
+        await publisher.flush()
+        pending, processor.impressions = processor.impressions, []
+        for record in pending:
+            await impressions_topic.send(
+                key=record["user_id"].encode(), value=json.dumps(record).encode()
+            )
+
+    @app.agent(events_topic, name="eddy.process_events")
+    async def process_events(stream: faust.StreamT[Any]) -> AsyncIterator[None]:
+        async for event in stream.events():
+            msg = event.message
+            produced_at = msg.timestamp if msg.timestamp and msg.timestamp > 0 else None
+            rejected = processor.on_event(msg.value, msg.key, produced_at)
+            if rejected is not None:
+                await dead_letter(event, rejected)
+            updates, processor.item_updates = processor.item_updates, []
+            processor.stats.item_updates_sent += len(updates)
+            for item_id, context in updates:
+                await item_updates_topic.send(
+                    key=item_id.encode(),
+                    value=json.dumps({"item_id": item_id, "context": context}).encode(),
+                )
+            if publisher.due():
+                await publish()
+            yield None
+
+    @app.agent(items_topic, name="eddy.process_items")
+    async def process_items(stream: faust.StreamT[Any]) -> AsyncIterator[None]:
+        async for event in stream.events():
+            rejected = processor.on_item(event.message.value, event.message.key)
+            if rejected is not None:
+                await dead_letter(event, rejected)
+            yield None
+
+    @app.agent(item_updates_topic, name="eddy.learn_items")
+    async def learn_items(stream: faust.StreamT[Any]) -> AsyncIterator[None]:
+        """Item-partitioned learning: one worker owns each item's vector and broadcasts it."""
+        async for event in stream.events():
+            learned = processor.on_item_update(event.message.value)
+            processor.stats.item_updates_done += 1
+            if learned is not None:
+                item_id, vector = learned
+                item_vectors[item_id] = vector
+                processor.on_item_vector(item_id, vector)
+            yield None
+
+    @app.timer(settings.flush_interval_ms / 1000, name="eddy.flush")
+    async def flush() -> None:
+        if publisher.due():
+            await publish()
+
+    @app.timer(settings.popular_refresh_s, name="eddy.refresh_popular")
+    async def refresh_popular() -> None:
+        processor.refresh_popular()
+
+    stats_redis = aioredis.Redis.from_url(redis_url, socket_timeout=5)
+
+    @app.timer(STATS_INTERVAL_S, name="eddy.stats")
+    async def write_stats() -> None:
+        key = settings.key("stats", settings.worker_id)
+        try:
+            fields: Any = stats_mapping(processor.stats, settings.worker_id, processor.items)
+            await stats_redis.hset(key, mapping=fields)
+            await stats_redis.expire(key, 3600)
+        except aioredis.RedisError as exc:
+            log.warning("could not write stats: %s", exc)
+
+    async def final_flush(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await publish()
+        await write_stats()
+        await stats_redis.aclose()
+        await processor.sink.close()
+
+    app.on_before_shutdown.connect(final_flush)
+
+    return EddyApp(
+        app,
+        processor,
+        events_topic,
+        items_topic,
+        dlq_topic,
+        profiles,
+        catalog,
+        popularity,
+        process_events,
+        process_items,
+    )
+
+
+def load_prior(settings: Settings) -> ModelArtefact | None:
+    """The latest artefact in ``settings.model_dir``, or None if none was trained."""
+    if latest(settings.model_dir) is None:
+        log.warning(
+            "no model artefact in %s: starting from popularity learned online "
+            "(run `eddy train` to start from history)",
+            settings.model_dir,
+        )
+        return None
+    artefact = load(settings.model_dir)
+    log.info(
+        "loaded model %s (%d items) from %s", artefact.version, len(artefact), settings.model_dir
+    )
+    return artefact
+
+
+def run_worker(settings: Settings) -> None:
+    """Run one worker in the foreground until SIGINT/SIGTERM."""
+    eddy = build_app(settings)
+    worker = faust.Worker(eddy.app, loglevel=settings.log_level)
+    worker.execute_from_commandline()

@@ -1,0 +1,271 @@
+"""The ``eddy`` command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from infra import devstack
+from streams.settings import Settings, load_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+dev = typer.Typer(no_args_is_help=True, help="The embedded dev stack (broker + redis-server).")
+app.add_typer(dev, name="dev")
+console = Console()
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code=1)
+
+
+@app.command()
+def worker() -> None:
+    """Run a worker: consume events, update profiles, publish lists to Redis."""
+    from models.artefact import ArtefactError
+    from streams.app import run_worker
+    from streams.topics import create_topics
+
+    settings = _settings()
+    try:
+        create_topics(settings)
+        run_worker(settings)
+    except (RuntimeError, ArtefactError) as exc:
+        raise _fail(str(exc)) from exc
+
+
+@app.command()
+def topics() -> None:
+    """Create Eddy's topics (events, items, DLQ) with the configured partitions."""
+    from streams.topics import create_topics, topic_specs
+
+    settings = _settings()
+    try:
+        result = create_topics(settings)
+    except RuntimeError as exc:
+        raise _fail(str(exc)) from exc
+    for spec in topic_specs(settings):
+        console.print(f"{spec.name:<24} {result[spec.name]:<8} {spec.purpose}")
+
+
+@app.command()
+def config() -> None:
+    """Print the effective settings (secrets masked)."""
+    console.print_json(json.dumps(_settings().safe_dict(), default=str))
+
+
+@app.command()
+def schema(
+    out: Annotated[Path, typer.Option(help="Directory to write the JSON Schemas to.")] = Path(
+        "schemas"
+    ),
+) -> None:
+    """Write the JSON Schemas of events, item upserts and recommendation lists."""
+    from models.schemas import json_schemas
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name, body in json_schemas().items():
+        path = out / f"{name}.schema.json"
+        path.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
+        console.print(f"wrote {path}")
+
+
+@app.command()
+def replay(
+    path: Annotated[Path, typer.Argument(help="Dataset: MovieLens dir, YOOCHOOSE file, CSV/TSV.")],
+    fmt: Annotated[
+        Literal["auto", "movielens", "yoochoose", "table"], typer.Option("--format")
+    ] = "auto",
+    rate: Annotated[float | None, typer.Option(help="Events per second (default: max).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Send at most this many events.")] = None,
+    user_col: Annotated[str, typer.Option(help="Table format: user column.")] = "user_id",
+    item_col: Annotated[str, typer.Option(help="Table format: item column.")] = "item_id",
+    time_col: Annotated[str, typer.Option(help="Table format: time column.")] = "ts",
+    type_col: Annotated[str | None, typer.Option(help="Table format: event type column.")] = None,
+    rating_col: Annotated[str | None, typer.Option(help="Table format: rating column.")] = None,
+    time_format: Annotated[
+        Literal["unix", "unix_ms", "iso"], typer.Option(help="Table format: time encoding.")
+    ] = "unix",
+    items_path: Annotated[Path | None, typer.Option(help="Table format: item file.")] = None,
+) -> None:
+    """Produce a dataset's catalog and events to Kafka in time order."""
+    from models.datasets import detect_format, load_dataset
+    from streams.replay import replay as do_replay
+
+    settings = _settings()
+    options = {}
+    resolved = detect_format(path) if fmt == "auto" and path.exists() else fmt
+    if resolved == "table":
+        options = {
+            "user_col": user_col,
+            "item_col": item_col,
+            "time_col": time_col,
+            "type_col": type_col,
+            "rating_col": rating_col,
+            "time_format": time_format,
+            "items_path": items_path,
+        }
+    try:
+        dataset = load_dataset(path, fmt, **options)
+    except (OSError, ValueError) as exc:
+        raise _fail(f"cannot read {path}: {exc}") from exc
+    if dataset.skipped:
+        err.print(f"skipped {dataset.skipped} invalid rows: {dataset.skip_reasons}")
+    try:
+        stats = do_replay(
+            settings.kafka_bootstrap,
+            settings.topic_events,
+            settings.topic_items,
+            dataset,
+            rate=rate,
+            limit=limit,
+        )
+    except RuntimeError as exc:
+        raise _fail(str(exc)) from exc
+    console.print(
+        f"sent {stats.items_sent} items and {stats.events_sent} events "
+        f"in {stats.seconds:.1f}s ({stats.events_per_s:,.0f} events/s)"
+    )
+
+
+@app.command()
+def train(
+    path: Annotated[
+        Path | None, typer.Argument(help="Dataset (default: the bundled MovieLens).")
+    ] = None,
+    fmt: Annotated[Literal["auto", "movielens", "yoochoose"], typer.Option("--format")] = "auto",
+    out: Annotated[
+        Path | None, typer.Option(help="Artefact directory (default: EDDY_MODEL_DIR).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same model).")] = 0,
+) -> None:
+    """Pre-train popularity, item vectors and the content model; save a versioned artefact."""
+    from rich.progress import Progress
+
+    from models.artefact import save
+    from models.datasets import BUNDLED_MOVIELENS, load_dataset
+    from models.training import TrainConfig
+    from models.training import train as fit
+
+    settings = _settings()
+    source = path or BUNDLED_MOVIELENS
+    try:
+        dataset = load_dataset(source, fmt)
+    except (OSError, ValueError) as exc:
+        raise _fail(f"cannot read {source}: {exc}") from exc
+    with Progress(console=err, transient=True) as progress:
+        tasks: dict[str, object] = {}
+
+        def report(stage: str, fraction: float) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=1.0)
+            progress.update(tasks[stage], completed=fraction)  # type: ignore[arg-type]
+
+        artefact = fit(dataset, TrainConfig(seed=seed), report)
+    manifest = save(artefact, out or settings.model_dir)
+    console.print(
+        f"trained {artefact.version} on {dataset.name}: {len(artefact)} items, "
+        f"dim {artefact.dim}; saved {manifest}"
+    )
+
+
+@app.command()
+def recommend(
+    user: Annotated[str, typer.Argument(help="User id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw document.")] = False,
+) -> None:
+    """Print a user's current list with titles and reasons (popular list if unknown)."""
+    import redis
+
+    from streams.reader import connect, item_titles, read_list
+
+    settings = _settings()
+    client = connect(settings)
+    try:
+        lookup = read_list(client, settings, user)
+        recs = lookup.recs
+        titles = item_titles(client, settings, [i.item_id for i in recs.items]) if recs else {}
+    except redis.RedisError as exc:
+        raise _fail(f"cannot read Redis: {exc}; is the stack up (`eddy dev status`)?") from exc
+    if recs is None:
+        raise _fail("no list for this user and no popular list yet: is a worker running?")
+    if as_json:
+        console.print_json(recs.model_dump_json())
+        return
+    if lookup.fallback:
+        console.print(f"[yellow]no list for user {user}: showing the popular list[/]")
+    console.print(render_list(recs.items, titles, f"Recommendations for {user}"))
+
+
+def render_list(items: list, titles: dict[str, str], title: str) -> Table:  # type: ignore[type-arg]
+    """A rich table of a list: rank, item, title, score, propensity, reason."""
+    table = Table(title=title, title_justify="left")
+    for col in ("#", "item", "title", "score", "p", "reason"):
+        table.add_column(col)
+    for rank, item in enumerate(items, 1):
+        table.add_row(
+            str(rank),
+            item.item_id,
+            titles.get(item.item_id, ""),
+            f"{item.score:.3f}",
+            f"{item.propensity:.3g}",
+            item.reason,
+        )
+    return table
+
+
+@app.command()
+def demo(
+    users: Annotated[int, typer.Option(help="How many real users to show.")] = 3,
+) -> None:
+    """Run the end-to-end demo on the embedded stack with the bundled MovieLens data."""
+    from streams.demo import run_demo
+
+    raise typer.Exit(code=run_demo(console, n_users=users))
+
+
+@dev.command("up")
+def dev_up() -> None:
+    """Start the broker and redis-server on free ports; record them in .eddy/dev.env."""
+    state = _settings().state_dir
+    try:
+        stack = devstack.up(state)
+    except devstack.StackError as exc:
+        raise _fail(str(exc)) from exc
+    console.print(f"kafka  {stack.kafka_bootstrap}  (pid {stack.kafka_pid})")
+    console.print(f"redis  {stack.redis_url}  (pid {stack.redis_pid})")
+    console.print(f"settings written to {devstack.env_file(state)}")
+
+
+@dev.command("down")
+def dev_down() -> None:
+    """Stop the recorded dev stack and delete its data."""
+    stack = devstack.down(_settings().state_dir)
+    console.print("stopped" if stack else "no dev stack recorded")
+
+
+@dev.command("status")
+def dev_status() -> None:
+    """Show whether the recorded dev stack is running."""
+    info = devstack.status(_settings().state_dir)
+    console.print_json(json.dumps(info))
+    if not info["running"]:
+        raise typer.Exit(code=1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""A worker's view of the items: vectors in a retrieval index, quality, first-seen times.
+
+It starts from the pre-trained artefact; a catalog upsert for an item the index does not
+know gives it its content vector at once, and events move item vectors online (an SGD
+step toward the items co-consumed in the same user's recent history). This state lives
+in the worker's memory: after a restart it starts again from the artefact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import deque
+from collections.abc import Mapping, MutableMapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from models.artefact import ModelArtefact
+from models.events import ItemUpsert
+from models.online import co_occurrence_step
+from models.popularity import Ranked
+from models.quality import ItemQuality
+from models.retrieval import FaissRetriever, Retriever
+
+ONLINE_LR = 0.05
+"""Learning rate of the online co-occurrence step."""
+ONLINE_REG = 0.5
+"""Pull of an item's online vector back toward its pre-trained one."""
+CONTEXT_ITEMS = 5
+"""Recent history items an event's item is moved toward."""
+NEW_PER_CATEGORY = 50
+"""Newest items remembered per category for "new in <category>"."""
+
+
+class ItemState:
+    """Implements ``models.recommender.ItemView`` over the artefact and the catalog table."""
+
+    def __init__(self, artefact: ModelArtefact, catalog: Mapping[str, Any]) -> None:
+        self._catalog = catalog
+        self._artefact = artefact
+        self._retriever = FaissRetriever.from_arrays(
+            np.asarray(artefact.item_ids), artefact.item_vectors
+        )
+        self._anchor = artefact.row_of()
+        self._from_content = {
+            i for i, cold in zip(artefact.item_ids, artefact.item_from_content, strict=True) if cold
+        }
+        self._first_seen: MutableMapping[str, float] = {}
+        self._new: dict[str, deque[str]] = {}
+        self._online: set[str] = set()
+        self._quality = ItemQuality()
+        self.global_top: Ranked = []
+        self.category_top: Mapping[str, Ranked] = {}
+
+    # --- ItemView -----------------------------------------------------------------------
+    @property
+    def retriever(self) -> Retriever:
+        return self._retriever
+
+    @property
+    def quality(self) -> ItemQuality:
+        return self._quality
+
+    def categories(self, item_id: str) -> Sequence[str]:
+        doc = self._catalog.get(item_id)
+        if doc is not None:
+            return list(doc["categories"])
+        return self._artefact.item_categories.get(item_id, [])
+
+    def title(self, item_id: str) -> str:
+        doc = self._catalog.get(item_id)
+        return str(doc.get("title", "")) if doc is not None else ""
+
+    def available(self, item_id: str) -> bool:
+        doc = self._catalog.get(item_id)
+        return bool(doc.get("available", True)) if doc is not None else True
+
+    def first_seen(self, item_id: str) -> float | None:
+        return self._first_seen.get(item_id)
+
+    def from_content(self, item_id: str) -> bool:
+        return item_id in self._from_content
+
+    def new_items(self, category: str) -> Sequence[str]:
+        """Items added online in ``category``, newest first (the ranker applies the window)."""
+        return list(reversed(self._new.get(category, ())))
+
+    # --- learning -----------------------------------------------------------------------
+    def vector(self, item_id: str) -> np.ndarray | None:
+        return self._retriever.vector(item_id)
+
+    def on_item(self, item: ItemUpsert, seen_at: float | None = None) -> bool:
+        """A catalog upsert: give an unknown item its content vector. True if added.
+
+        Unavailable items keep their vector; the ranker never shows them."""
+        if self._retriever.vector(item.item_id) is not None or self._artefact.content is None:
+            return False
+        vector = self._artefact.content.embed([item])
+        self._retriever.upsert([item.item_id], vector)
+        self._from_content.add(item.item_id)
+        self._first_seen[item.item_id] = time.time() if seen_at is None else seen_at
+        for category in item.categories:
+            self._new.setdefault(category, deque(maxlen=NEW_PER_CATEGORY)).append(item.item_id)
+        return True
+
+    def step(self, item_id: str, history: Sequence[str]) -> np.ndarray | None:
+        """``item_id``'s vector moved toward the user's other recent items (None: no move).
+
+        Pure with respect to this state: the caller publishes the result, and every worker
+        applies it with ``set_vector`` (see ``streams.app``)."""
+        vec = self._retriever.vector(item_id)
+        if vec is None:
+            return None
+        context = [
+            v
+            for i in history[:CONTEXT_ITEMS]
+            if i != item_id
+            if (v := self._retriever.vector(i)) is not None
+        ]
+        if not context:
+            return None
+        row = self._anchor.get(item_id)
+        anchor = self._artefact.item_vectors[row] if row is not None else vec
+        return co_occurrence_step(vec, np.stack(context), ONLINE_LR, ONLINE_REG, anchor=anchor)
+
+    def set_vector(self, item_id: str, vector: Sequence[float] | np.ndarray) -> None:
+        """Apply an item vector learned online (by whichever worker owns the item)."""
+        row = np.asarray(vector, dtype=np.float32)[None, :]
+        if row.shape[1] != self._retriever.dim:
+            return
+        self._retriever.upsert([item_id], row)
+        self._online.add(item_id)
+
+    def digest(self) -> str:
+        """A short hash of every vector learned online, equal on workers that agree."""
+        h = hashlib.sha256()
+        for item_id in sorted(self._online):
+            vec = self._retriever.vector(item_id)
+            if vec is not None:
+                h.update(item_id.encode())
+                h.update(np.round(vec, 5).astype(np.float32).tobytes())
+        return h.hexdigest()[:16]
+
+    @property
+    def online_items(self) -> int:
+        return len(self._online)

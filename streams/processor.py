@@ -1,0 +1,375 @@
+"""The glue between a decoded message and the pure core, free of Faust.
+
+The Faust agents hand every message to an ``EventProcessor``; it validates, updates the
+profile table and popularity through ``models``, and schedules the writes. Keeping it
+free of Faust lets it run in tests with plain dicts for tables and ``MemorySink``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from models.artefact import ModelArtefact
+from models.bandit import EpsilonGreedyRanker, EpsilonSchedule
+from models.events import DecodeError, Event, EventType, decode_event, decode_item
+from models.online import decayed_mass, update_user_vector
+from models.popularity import (
+    Entry,
+    Ranked,
+    bump,
+    half_life_seconds,
+    newest_anchor,
+    score_at,
+    top,
+    top_by_category,
+)
+from models.profile import ProfileConfig, UserProfile, apply_event, event_weight
+from models.ranking import category_reason, popular_items, recommend
+from models.recommender import RankConfig
+from models.recommender import recommend as rank_learned
+from models.recs import POPULAR_USER, RecItem, RecList, category_slug
+from models.rerank import ShownCounter
+from streams.itemstate import ItemState
+from streams.publisher import Publisher
+from streams.settings import Settings
+from streams.sink import Put, RecSink
+from streams.stats import WorkerStats
+
+log = logging.getLogger(__name__)
+
+MAX_USERS_IN_MEMORY = 100_000
+"""Users whose last list and shown counts a worker remembers (least recent forgotten)."""
+
+MAX_PENDING_IMPRESSIONS = 100_000
+"""Impression records kept while the impressions topic cannot be written."""
+
+REWARDS = {EventType.CLICK: 1.0, EventType.ADD_TO_CART: 2.0, EventType.PURCHASE: 4.0}
+"""Reward credited to an item when an event on it carries the rec_id of its list."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Why a message was refused; the agent sends it to the DLQ."""
+
+    reason: str
+
+
+def profile_config(settings: Settings) -> ProfileConfig:
+    return ProfileConfig(
+        event_weights=dict(settings.event_weights),
+        half_life_s=half_life_seconds(settings.half_life_days),
+        history_size=settings.history_size,
+        max_categories=settings.max_categories,
+    )
+
+
+class EventProcessor:
+    """Per-worker state and the event and item handlers."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        profiles: MutableMapping[str, Any],
+        catalog: MutableMapping[str, Any],
+        popularity: MutableMapping[str, Any],
+        sink: RecSink,
+        stats: WorkerStats | None = None,
+        prior: ModelArtefact | None = None,
+    ) -> None:
+        self.settings = settings
+        self.prior = prior
+        """The pre-trained artefact: popularity and categories before any event."""
+        self.model_version = settings.model_version or (
+            prior.version if prior is not None else "popularity-v1"
+        )
+        self.profiles = profiles
+        self.catalog = catalog
+        self.stats = stats or WorkerStats()
+        self.cfg = profile_config(settings)
+        self.popularity = popularity
+        self.clock: float | None = None
+        """Newest event time seen: the time popularity is ranked at."""
+        self.global_top: Ranked = []
+        self.category_top: Mapping[str, Ranked] = {}
+        self.sink = sink
+        self.publisher = Publisher(
+            sink,
+            self.render,
+            self.stats,
+            max_batch=settings.flush_max_batch,
+            max_delay_s=settings.flush_interval_ms / 1000,
+        )
+        self._pool = settings.rec_size + settings.history_size + 50
+        self.items = ItemState(prior, catalog) if prior is not None else None
+        self.rank_cfg = RankConfig(
+            k=settings.rec_size,
+            diversity=settings.diversity,
+            epsilon=EpsilonSchedule(settings.epsilon, settings.epsilon_decay, settings.min_epsilon),
+        )
+        self.ranker = EpsilonGreedyRanker(self.rank_cfg.epsilon, random.Random(settings.seed))
+        self.lists_ranked = 0
+        self._shown: OrderedDict[str, ShownCounter] = OrderedDict()
+        self._last: OrderedDict[str, tuple[str, frozenset[str]]] = OrderedDict()
+        self.item_updates: list[tuple[str, list[str]]] = []
+        """(item_id, the user's other recent items) awaiting the item-updates topic."""
+        self.impressions: list[dict[str, Any]] = []
+        """Published lists awaiting the impressions topic (drained by the app)."""
+
+    # --- handlers ---------------------------------------------------------------------
+    def on_event(
+        self, raw: bytes | None, key: bytes | None, produced_at: float | None = None
+    ) -> Rejected | None:
+        """Apply one ``eddy.events`` message; return ``Rejected`` for the DLQ."""
+        try:
+            event = decode_event(raw, max_future_skew_s=self.settings.max_future_skew_s)
+        except DecodeError as exc:
+            return self._reject(exc.reason)
+        if key is None or key != event.user_id.encode():
+            return self._reject(
+                f"message key {key!r} must equal user_id {event.user_id!r} "
+                "(events are partitioned by user)"
+            )
+        self.apply(event, produced_at)
+        return None
+
+    def apply(self, event: Event, produced_at: float | None = None) -> UserProfile:
+        """Update profile and popularity with a valid event and schedule the user's list."""
+        categories = self._categories(event.item_id)
+        stored = self.profiles.get(event.user_id)
+        before = UserProfile.from_dict(stored) if stored else None
+        profile = apply_event(before, event, categories, self.cfg)
+        weight = event_weight(event, self.cfg.event_weights)
+        if self.items is not None:
+            profile = self._learn(before, profile, event, weight)
+        self.profiles[event.user_id] = profile.to_dict()
+        if weight > 0:
+            entry = self.popularity.get(event.item_id)
+            self.popularity[event.item_id] = bump(entry, weight, event.ts, self.cfg.half_life_s)
+        self.clock = event.ts if self.clock is None else max(self.clock, event.ts)
+        self.stats.event(event.type.value)
+        self.publisher.mark(profile, event.ts, produced_at)
+        return profile
+
+    def _learn(
+        self, before: UserProfile | None, profile: UserProfile, event: Event, weight: float
+    ) -> UserProfile:
+        """Online learning: the user's vector, the item's vector, the list's reward."""
+        assert self.items is not None
+        last = self._last.get(event.user_id)
+        reward = REWARDS.get(event.type, 0.0)
+        if event.rec_id and last and last[0] == event.rec_id and event.item_id in last[1]:
+            self.items.quality.record_reward(event.item_id, reward)
+        context = profile.recent[1:]
+        if context:
+            self.item_updates.append((event.item_id, context[:8]))
+        item_vec = self.items.vector(event.item_id)
+        if item_vec is None or weight <= 0:
+            return profile
+        dt = event.ts - before.last_ts if before is not None else 0.0
+        hl = self.cfg.half_life_s
+        vector = update_user_vector(profile.vector, item_vec, weight, dt, hl, mass=profile.mass)
+        mass = decayed_mass(profile.mass, weight, dt, hl)
+        return replace(profile, vector=[round(float(x), 6) for x in vector], mass=mass)
+
+    def on_item_update(self, value: bytes) -> tuple[str, list[float]] | None:
+        """An item-updates message (on the worker that owns the item): its new vector."""
+        if self.items is None:
+            return None
+        try:
+            update = json.loads(value)
+            item_id, context = str(update["item_id"]), [str(i) for i in update["context"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("skipping a malformed item update: %s", exc)
+            return None
+        vector = self.items.step(item_id, context)
+        if vector is None:
+            return None
+        return item_id, [round(float(x), 6) for x in vector]
+
+    def on_item_vector(self, item_id: str, vector: Any) -> None:
+        """A learned item vector from the broadcast table (on every worker)."""
+        if self.items is not None and vector is not None:
+            self.items.set_vector(item_id, vector)
+
+    def on_item(self, raw: bytes | None, key: bytes | None) -> Rejected | None:
+        """Apply one ``eddy.items`` upsert; return ``Rejected`` for the DLQ."""
+        try:
+            item = decode_item(raw)
+        except DecodeError as exc:
+            return self._reject(exc.reason)
+        if key is not None and key != item.item_id.encode():
+            return self._reject(f"message key {key!r} must equal item_id {item.item_id!r}")
+        doc = item.model_dump(mode="json")
+        self.catalog[item.item_id] = doc
+        if self.items is not None:
+            self.items.on_item(item, seen_at=self.clock)
+        self.stats.items += 1
+        self.publisher.put(Put(self.settings.key("item", item.item_id), json.dumps(doc).encode()))
+        return None
+
+    def _categories(self, item_id: str) -> list[str]:
+        item = self.catalog.get(item_id)
+        if item is not None:
+            return list(item["categories"])
+        if self.prior is not None:
+            return list(self.prior.item_categories.get(item_id, ()))
+        return []
+
+    def _reject(self, reason: str) -> Rejected:
+        self.stats.dead_letters += 1
+        return Rejected(reason)
+
+    # --- lists ------------------------------------------------------------------------
+    def render(self, profile: UserProfile, event_ts: float) -> list[Put]:
+        """The keys written for one user: their list and their profile summary."""
+        s = self.settings
+        if not self.global_top and (len(self.popularity) or self.prior is not None):
+            self.refresh_popular()  # first lists of a fresh worker: do not wait for the timer
+        rec_id = None
+        if self.items is None:
+            items = recommend(profile, self.category_top, self.global_top, s.rec_size)
+        else:
+            rec_id, items = self._rank(profile)
+        doc = RecList(
+            user_id=profile.user_id,
+            items=items,
+            rec_id=rec_id,
+            generated_at=time.time(),
+            event_ts=event_ts,
+            model_version=self.model_version,
+        )
+        return [
+            Put(s.key("rec", profile.user_id), doc.model_dump_json().encode(), s.rec_ttl_s),
+            Put(
+                s.key("profile", profile.user_id),
+                json.dumps(profile.to_dict()).encode(),
+                s.rec_ttl_s,
+            ),
+        ]
+
+    def _rank(self, profile: UserProfile) -> tuple[str, list[RecItem]]:
+        """The learning core's list for ``profile``; remembers it for attribution."""
+        assert self.items is not None
+        user_id = profile.user_id
+        shown = self._shown.pop(user_id, None) or ShownCounter()
+        vector = np.asarray(profile.vector, dtype=np.float32) if profile.vector else None
+        now_ts = self.clock if self.clock is not None else time.time()
+        items = rank_learned(
+            profile,
+            vector,
+            self.items,
+            shown,
+            now_ts,
+            self.rank_cfg,
+            self.ranker,
+            self.lists_ranked,
+        )
+        self.lists_ranked += 1
+        rec_id = secrets.token_hex(8)
+        ids = [i.item_id for i in items]
+        shown.record(ids)
+        for item_id in ids:
+            self.items.quality.record_impression(item_id)
+        _remember(self._shown, user_id, shown)
+        _remember(self._last, user_id, (rec_id, frozenset(ids)))
+        if len(self.impressions) >= MAX_PENDING_IMPRESSIONS:
+            del self.impressions[0]  # the topic is unreachable: keep the newest
+        self.impressions.append(
+            {
+                "rec_id": rec_id,
+                "user_id": user_id,
+                "ts": time.time(),
+                "model_version": self.model_version,
+                "items": [
+                    {"item_id": i.item_id, "position": n, "propensity": i.propensity}
+                    for n, i in enumerate(items)
+                ],
+            }
+        )
+        return rec_id, items
+
+    def refresh_popular(self) -> int:
+        """Recompute the popular lists from current counts and schedule them; return count."""
+        s = self.settings
+        prior = self.prior.popularity if self.prior is not None else {}
+        if self.clock is None:
+            self.clock = newest_anchor(self.popularity) or newest_anchor(prior)
+        if self.clock is None:
+            return 0
+        hl = self.cfg.half_life_s
+        entries = self._merged_popularity(prior, self.clock)
+        unavailable = {i for i, doc in self.catalog.items() if not doc.get("available", True)}
+        self.global_top = top(entries, self.clock, hl, self._pool, unavailable)
+        item_categories: dict[str, list[str]] = {}
+        if self.prior is not None:
+            item_categories.update(self.prior.item_categories)
+        for item_id, doc in self.catalog.items():
+            item_categories[item_id] = doc["categories"]
+        for item_id in unavailable:
+            item_categories.pop(item_id, None)
+        self.category_top = top_by_category(entries, item_categories, self.clock, hl, self._pool)
+        if self.items is not None:
+            self.items.global_top, self.items.category_top = self.global_top, self.category_top
+        now = time.time()
+        lists = {s.key("rec", POPULAR_USER): popular_items(self.global_top, s.rec_size)}
+        for cat, ranked in self.category_top.items():
+            key = s.key("rec", POPULAR_USER, category_slug(cat))
+            lists[key] = popular_items(ranked, s.rec_size, category_reason(cat))
+        for key, items in lists.items():
+            self.publisher.put(Put(key, _fallback_doc(items, now, self.model_version), None))
+        return len(lists)
+
+    def _merged_popularity(self, prior: Mapping[str, Entry], ts: float) -> Mapping[str, Any]:
+        """Pre-trained popularity plus what was learned online, both decayed to ``ts``."""
+        if not prior:
+            return self.popularity
+        hl = self.cfg.half_life_s
+        merged = {i: score_at(e, ts, hl) for i, e in prior.items()}
+        for item_id, entry in self.popularity.items():
+            merged[item_id] = merged.get(item_id, 0.0) + score_at(entry, ts, hl)
+        return {i: (score, ts) for i, score in merged.items()}
+
+    def profile(self, user_id: str) -> UserProfile | None:
+        stored = self.profiles.get(user_id)
+        return UserProfile.from_dict(stored) if stored else None
+
+
+def _remember(memory: OrderedDict[str, Any], key: str, value: Any) -> None:
+    memory[key] = value
+    memory.move_to_end(key)
+    while len(memory) > MAX_USERS_IN_MEMORY:
+        memory.popitem(last=False)
+
+
+def _fallback_doc(items: list[RecItem], now: float, model_version: str) -> bytes:
+    doc = RecList(
+        user_id=POPULAR_USER,
+        items=items,
+        generated_at=now,
+        event_ts=None,
+        model_version=model_version,
+    )
+    return doc.model_dump_json().encode()
+
+
+def stats_mapping(
+    stats: WorkerStats, worker_id: str, items: ItemState | None = None
+) -> Mapping[str, str]:
+    """The stats snapshot as string fields for a Redis hash."""
+    snap = stats.snapshot()
+    snap["worker_id"] = worker_id
+    if items is not None:
+        snap["online_item_vectors"] = items.online_items
+        snap["item_vectors_digest"] = items.digest()
+    snap["updated_at"] = time.time()
+    return {k: str(v) for k, v in snap.items()}

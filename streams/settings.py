@@ -1,0 +1,166 @@
+"""All of Eddy's configuration: one pydantic-settings class, environment prefix ``EDDY_``.
+
+Values come from, highest priority first: ``EDDY_*`` environment variables, the env
+file ``<state_dir>/dev.env`` (default ``.eddy/dev.env``, written by ``eddy dev up``),
+then the defaults below. Nothing else in Eddy reads the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.events import DEFAULT_MAX_FUTURE_SKEW_S, EventType
+from models.profile import DEFAULT_EVENT_WEIGHTS
+
+DEFAULT_ENV_FILE = ".eddy/dev.env"
+
+
+class Settings(BaseSettings):
+    """Eddy settings; every field is read from ``EDDY_<FIELD_NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EDDY_", env_file=DEFAULT_ENV_FILE, extra="ignore", frozen=True
+    )
+
+    # --- Kafka -----------------------------------------------------------------------
+    kafka_bootstrap: str = Field(
+        default="127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]."
+    )
+    app_id: str = Field(
+        default="eddy",
+        description="Faust app id: the consumer group and the prefix of internal topics.",
+    )
+    topic_events: str = Field(default="eddy.events", description="User events topic.")
+    topic_items: str = Field(default="eddy.items", description="Item catalog upserts topic.")
+    topic_dlq: str = Field(default="eddy.events.dlq", description="Dead-letter topic.")
+    topic_item_updates: str = Field(
+        default="eddy.item-updates",
+        description="Item learning steps, keyed by item_id (item-partitioned state).",
+    )
+    topic_impressions: str = Field(
+        default="eddy.impressions", description="Published lists with propensities (for IPS)."
+    )
+    events_partitions: int = Field(default=4, ge=1, description="Partitions of the events topic.")
+    items_partitions: int = Field(default=1, ge=1, description="Partitions of the items topic.")
+    dlq_partitions: int = Field(default=1, ge=1, description="Partitions of the DLQ topic.")
+    replication_factor: int = Field(default=1, ge=1, description="Replication of created topics.")
+    broker_session_timeout_s: float = Field(
+        default=30.0, gt=0, description="Consumer group session timeout."
+    )
+    broker_rebalance_timeout_s: float = Field(
+        default=60.0, gt=0, description="Longest a rebalance waits for members to rejoin."
+    )
+
+    # --- Redis -----------------------------------------------------------------------
+    redis_url: SecretStr = Field(
+        default=SecretStr("redis://127.0.0.1:6379/0"),
+        description="Redis URL (redis:// or rediss://; may hold a password, never logged).",
+    )
+    key_prefix: str = Field(default="eddy", description="Prefix of every Redis key Eddy writes.")
+    rec_ttl_s: int = Field(default=7 * 86_400, ge=1, description="TTL of a user's list in Redis.")
+    flush_interval_ms: int = Field(
+        default=20, ge=1, description="Longest a new list waits before it is written to Redis."
+    )
+    flush_max_batch: int = Field(
+        default=500, ge=1, description="Lists written per Redis pipeline at most."
+    )
+
+    # --- Model -----------------------------------------------------------------------
+    rec_size: int = Field(default=20, ge=1, le=500, description="Items per recommendation list.")
+    history_size: int = Field(default=50, ge=1, description="Recent items kept per user.")
+    max_categories: int = Field(default=32, ge=1, description="Category affinities kept per user.")
+    half_life_days: float = Field(
+        default=30.0, gt=0, description="Half-life of user affinities and item popularity."
+    )
+    event_weights: dict[EventType, float] = Field(
+        default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS),
+        description='Weight per event type, JSON, e.g. {"view":1,"click":2,...}.',
+    )
+    popular_refresh_s: float = Field(
+        default=5.0, gt=0, description="How often the popular lists are rewritten."
+    )
+    max_future_skew_s: float = Field(
+        default=DEFAULT_MAX_FUTURE_SKEW_S,
+        gt=0,
+        description="Events further ahead of the worker's clock are rejected.",
+    )
+    model_version: str = Field(
+        default="",
+        description="Model name written with every list (default: the artefact's version, "
+        "or popularity-v1 without one).",
+    )
+    epsilon: float = Field(
+        default=0.1, ge=0, le=1, description="Exploration rate of the bandit re-ranker."
+    )
+    epsilon_decay: float = Field(
+        default=0.0, ge=0, description="Epsilon decay: epsilon / (1 + decay * lists_published)."
+    )
+    min_epsilon: float = Field(default=0.0, ge=0, le=1, description="Floor of decayed epsilon.")
+    diversity: float = Field(
+        default=0.2, ge=0, le=1, description="MMR diversity weight (0: pure relevance)."
+    )
+    seed: int = Field(default=0, description="Seed of the worker's exploration randomness.")
+    model_dir: Path = Field(
+        default=Path("artifacts"),
+        description="Directory of trained model artefacts; the worker loads the latest.",
+    )
+
+    # --- Worker process --------------------------------------------------------------
+    worker_id: str = Field(
+        default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}",
+        description="Name of this worker in stats keys and logs, and its static Kafka group "
+        "member id: keep it stable across restarts and unique across workers.",
+    )
+    web_host: str = Field(default="127.0.0.1", description="Worker web server bind address.")
+    web_port: int = Field(default=6066, ge=1, le=65535, description="Worker web server port.")
+    data_dir: Path = Field(
+        default=Path(".eddy/worker"), description="Worker's local state directory."
+    )
+    log_level: str = Field(default="info", description="Worker log level.")
+    state_dir: Path = Field(
+        default=Path(".eddy"),
+        description="Where `eddy dev up` records the embedded stack (dev.env, dev.json).",
+    )
+
+    @field_validator("event_weights")
+    @classmethod
+    def _weights_non_negative(cls, weights: dict[EventType, float]) -> dict[EventType, float]:
+        missing = set(EventType) - set(weights)
+        if missing:
+            raise ValueError(f"event_weights lacks {sorted(missing)}")
+        if any(w < 0 for w in weights.values()):
+            raise ValueError("event_weights must be >= 0")
+        return weights
+
+    def key(self, *parts: str) -> str:
+        """A Redis key under ``key_prefix``: ``key("rec", "u1") == "eddy:rec:u1"``."""
+        return ":".join((self.key_prefix, *parts))
+
+    def to_env(self) -> dict[str, str]:
+        """``EDDY_*`` variables that reproduce these settings in a child process."""
+        env = {}
+        for name, value in self.model_dump(mode="json").items():
+            if isinstance(getattr(self, name), SecretStr):
+                value = getattr(self, name).get_secret_value()
+            text = json.dumps(value) if isinstance(value, dict | list) else str(value)
+            env[f"EDDY_{name.upper()}"] = text
+        return env
+
+    def safe_dict(self) -> dict[str, Any]:
+        """Settings as a dict with secrets masked, for logs and ``eddy config``."""
+        return self.model_dump(mode="json")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings; with a non-default ``state_dir``, also read its ``dev.env``."""
+    settings = Settings(**overrides)
+    env_file = settings.state_dir / "dev.env"
+    if env_file != Path(DEFAULT_ENV_FILE) and env_file.exists():
+        settings = Settings(_env_file=env_file, **overrides)
+    return settings

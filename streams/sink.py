@@ -1,0 +1,85 @@
+"""Where recommendation lists go: the ``RecSink`` protocol, Redis and in-memory sinks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import redis.asyncio as aioredis
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    """One key to write: ``value`` with an optional TTL in seconds."""
+
+    key: str
+    value: bytes
+    ttl_s: int | None = None
+
+
+class RecSink(Protocol):
+    """A key-value store for lists; ``write`` is one batch (one round trip where possible)."""
+
+    async def write(self, puts: Sequence[Put]) -> None: ...
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def close(self) -> None: ...
+
+
+class RedisSink:
+    """Writes each batch in one non-transactional pipeline (cluster-friendly)."""
+
+    def __init__(self, url: str, *, socket_timeout_s: float = 5.0) -> None:
+        self._redis = aioredis.Redis.from_url(
+            url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s
+        )
+
+    async def write(self, puts: Sequence[Put]) -> None:
+        if not puts:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for put in puts:
+                pipe.set(put.key, put.value, ex=put.ttl_s)
+            await pipe.execute()
+
+    async def get(self, key: str) -> bytes | None:
+        value = await self._redis.get(key)
+        if isinstance(value, str):
+            return value.encode()
+        return value if value is None else bytes(value)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+class MemorySink:
+    """A dict with TTLs, for tests and in-process runs; same contract as ``RedisSink``."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, tuple[bytes, float | None]] = {}
+        self.batches = 0
+
+    async def write(self, puts: Sequence[Put]) -> None:
+        if not puts:
+            return
+        now = time.monotonic()
+        for put in puts:
+            expires = None if put.ttl_s is None else now + put.ttl_s
+            self.data[put.key] = (put.value, expires)
+        self.batches += 1
+
+    async def get(self, key: str) -> bytes | None:
+        entry = self.data.get(key)
+        if entry is None:
+            return None
+        value, expires = entry
+        if expires is not None and expires <= time.monotonic():
+            del self.data[key]
+            return None
+        return value
+
+    async def close(self) -> None:
+        self.data.clear()

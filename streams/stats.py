@@ -1,0 +1,67 @@
+"""A worker's running counters and its freshness samples."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class WorkerStats:
+    """Counters and a bounded window of freshness samples (seconds)."""
+
+    window: int = 20_000
+    started_at: float = field(default_factory=time.time)
+    events: Counter[str] = field(default_factory=Counter)
+    dead_letters: int = 0
+    items: int = 0
+    lists_published: int = 0
+    redis_errors: int = 0
+    render_errors: int = 0
+    item_updates_sent: int = 0
+    item_updates_done: int = 0
+    freshness_s: deque[float] = field(default_factory=deque)
+    first_event_at: float | None = None
+    last_event_at: float | None = None
+
+    def event(self, kind: str) -> None:
+        now = time.time()
+        if self.first_event_at is None:
+            self.first_event_at = now
+        self.last_event_at = now
+        self.events[kind] += 1
+
+    def freshness(self, seconds: float) -> None:
+        if len(self.freshness_s) >= self.window:
+            self.freshness_s.popleft()
+        self.freshness_s.append(max(0.0, seconds))
+
+    def snapshot(self) -> dict[str, float | int | str]:
+        """Flat numbers, suitable for a Redis hash."""
+        total = sum(self.events.values())
+        out: dict[str, float | int | str] = {
+            "started_at": self.started_at,
+            "events_total": total,
+            "dead_letters": self.dead_letters,
+            "items": self.items,
+            "lists_published": self.lists_published,
+            "redis_errors": self.redis_errors,
+            "render_errors": self.render_errors,
+            "item_updates_sent": self.item_updates_sent,
+            "item_updates_done": self.item_updates_done,
+        }
+        out.update({f"events_{k}": v for k, v in self.events.items()})
+        if self.first_event_at is not None and self.last_event_at is not None:
+            out["first_event_at"] = self.first_event_at
+            out["last_event_at"] = self.last_event_at
+        if self.freshness_s:
+            arr = np.fromiter(self.freshness_s, dtype=np.float64)
+            p50, p99 = np.percentile(arr, [50, 99])
+            out["freshness_ms_p50"] = round(float(p50) * 1000, 3)
+            out["freshness_ms_p99"] = round(float(p99) * 1000, 3)
+            out["freshness_ms_max"] = round(float(arr.max()) * 1000, 3)
+            out["freshness_samples"] = len(arr)
+        return out

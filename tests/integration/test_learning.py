@@ -1,0 +1,190 @@
+"""The learning core in the worker: vectors from the artefact, online updates, the bandit."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+
+from infra.devstack import free_port
+from models.artefact import save
+from models.datasets import Dataset
+from models.events import Event, EventType, ItemUpsert
+from models.recs import RecList
+from models.training import TrainConfig, train
+from streams.settings import Settings
+from streams.topics import create_topics
+from tests.support import WorkerProcess, consume_all, produce, wait_for
+
+pytestmark = pytest.mark.integration
+
+# Two taste groups inside ONE category, so only the item vectors can tell them apart.
+SPACE = [f"s{n}" for n in range(1, 6)]
+GARDEN = [f"g{n}" for n in range(1, 6)]
+TITLES = {
+    **{i: f"Space Rocket Voyage {n}" for n, i in enumerate(SPACE, 1)},
+    **{i: f"Garden Rose Tales {n}" for n, i in enumerate(GARDEN, 1)},
+}
+
+
+def catalog() -> list[ItemUpsert]:
+    return [ItemUpsert(item_id=i, title=t, categories=("Books",)) for i, t in TITLES.items()]
+
+
+def history(t0: float) -> list[Event]:
+    events = []
+    for n in range(40):
+        group = SPACE if n % 2 else GARDEN
+        for k, item in enumerate(group):
+            events.append(
+                Event(type=EventType.CLICK, user_id=f"h{n}", item_id=item, ts=t0 + n * 10 + k)
+            )
+    return events
+
+
+@pytest.fixture
+def trained(settings: Settings) -> Settings:
+    t0 = time.time() - 7200
+    artefact = train(Dataset("groups", catalog(), history(t0), 0, {}), TrainConfig(dim=8))
+    save(artefact, settings.model_dir)
+    create_topics(settings)
+    produce(
+        settings.kafka_bootstrap,
+        settings.topic_items,
+        [(i.item_id, i.model_dump_json()) for i in catalog()],
+    )
+    return settings
+
+
+@pytest.fixture
+def r(settings: Settings) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    yield client
+    client.close()
+
+
+def click(user: str, item: str, ts: float, **extra: str) -> tuple[str, str]:
+    body = {"type": "click", "user_id": user, "item_id": item, "ts": ts, **extra}
+    return user, json.dumps(body)
+
+
+def start_with_catalog(
+    trained: Settings,
+    r: redis.Redis,
+    start_worker: Callable[[Settings], WorkerProcess],
+    **update: object,
+) -> Settings:
+    """Start a worker with ``update`` applied to the settings once the catalog is in."""
+    s = trained.model_copy(update=update)
+    start_worker(s)
+    wait_for(lambda: r.get(s.key("item", "g5")), 30, "catalog")
+    return s
+
+
+def wait_list(r: redis.Redis, s: Settings, user: str, ts: float) -> RecList:
+    def probe() -> RecList | None:
+        raw = r.get(s.key("rec", user))
+        doc = RecList.model_validate_json(raw) if raw else None
+        return doc if doc is not None and doc.event_ts == ts else None
+
+    return wait_for(probe, 30, f"{user}'s list at {ts}")
+
+
+def test_lists_follow_the_item_vectors_with_reasons_and_propensities(
+    trained: Settings, r: redis.Redis, start_worker: Callable[[Settings], WorkerProcess]
+) -> None:
+    s = start_with_catalog(trained, r, start_worker, epsilon=0.0)
+    t = time.time() - 60
+    produce(s.kafka_bootstrap, s.topic_events, [click("nova", "s1", t)])
+    recs = wait_list(r, s, "nova", t)
+
+    top = [i.item_id for i in recs.items[:4]]
+    assert set(top) == {"s2", "s3", "s4", "s5"}, recs.items
+    assert recs.items[0].reason == f"because you clicked {TITLES['s1']}"
+    assert all(i.propensity == 1.0 for i in recs.items)  # epsilon 0: all greedy
+    assert recs.rec_id is not None
+
+    # Every published list is logged with its propensities.
+    logged = consume_all(s.kafka_bootstrap, s.topic_impressions, 1)
+    record = next(json.loads(m.value()) for m in logged if m.key() == b"nova")
+    assert record["rec_id"] == recs.rec_id
+    assert [i["item_id"] for i in record["items"]] == [i.item_id for i in recs.items]
+
+
+def test_a_new_catalog_item_reaches_relevant_users_before_any_interaction(
+    trained: Settings, r: redis.Redis, start_worker: Callable[[Settings], WorkerProcess]
+) -> None:
+    s = start_with_catalog(trained, r, start_worker, epsilon=0.0)
+    new = ItemUpsert(item_id="s-new", title="Space Rocket Voyage Returns", categories=("Books",))
+    produce(s.kafka_bootstrap, s.topic_items, [(new.item_id, new.model_dump_json())])
+    wait_for(lambda: r.get(s.key("item", "s-new")), 30, "new item in the catalog")
+
+    t = time.time() - 60
+    produce(s.kafka_bootstrap, s.topic_events, [click("ava", "s1", t), click("ava", "s2", t + 1)])
+    recs = wait_list(r, s, "ava", t + 1)
+    by_id = {i.item_id: i for i in recs.items}
+    assert "s-new" in by_id, recs.items
+    assert by_id["s-new"].reason == "new in Books"
+
+
+def test_exploration_fills_slots_with_exact_propensities(
+    trained: Settings, r: redis.Redis, start_worker: Callable[[Settings], WorkerProcess]
+) -> None:
+    s = start_with_catalog(trained, r, start_worker, epsilon=1.0)
+    t = time.time() - 60
+    produce(s.kafka_bootstrap, s.topic_events, [click("eli", "s1", t)])
+    recs = wait_list(r, s, "eli", t)
+    # Every catalog item but the one she clicked is a candidate: 9 of them, all listed.
+    assert len(recs.items) == len(TITLES) - 1
+    assert all(i.reason == "exploring" for i in recs.items)
+    for n, item in enumerate(recs.items):  # each slot is uniform over what remains
+        assert item.propensity == pytest.approx(1 / (len(TITLES) - 1 - n))
+
+
+def test_two_workers_share_item_vectors_learned_online(
+    trained: Settings, r: redis.Redis, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    workers = [
+        trained.model_copy(
+            update={
+                "worker_id": f"{trained.worker_id}-{n}",
+                "web_port": free_port(),
+                "data_dir": trained.data_dir / str(n),
+            }
+        )
+        for n in range(2)
+    ]
+    for n, s in enumerate(workers):
+        start_worker(s, f"w{n}")
+    wait_for(lambda: r.get(trained.key("item", "g5")), 30, "catalog")
+    t = time.time() - 600
+    events = []
+    for u in range(24):  # users spread over both workers' partitions
+        for k, item in enumerate(["s1", "s2", "s3", "g1"]):
+            events.append(click(f"reader{u}", item, t + u * 10 + k))
+    produce(trained.kafka_bootstrap, trained.topic_events, events)
+    wait_list(r, trained, "reader23", t + 233)
+
+    def digests() -> list[tuple[int, str]] | None:
+        out = []
+        for s in workers:
+            stats = r.hgetall(trained.key("stats", s.worker_id))
+            if b"item_vectors_digest" not in stats:
+                return None
+            out.append((int(stats[b"online_item_vectors"]), stats[b"item_vectors_digest"].decode()))
+        both_busy = all(
+            float(r.hget(trained.key("stats", s.worker_id), "events_total") or 0) > 0
+            for s in workers
+        )
+        same = out[0] == out[1] and out[0][0] > 0
+        return out if same and both_busy else None
+
+    try:
+        agreed = wait_for(digests, 60, "both workers to hold the same online item vectors")
+    except AssertionError:
+        seen = [r.hgetall(trained.key("stats", s.worker_id)) for s in workers]
+        raise AssertionError(f"workers disagree: {seen}") from None
+    assert agreed[0][0] >= 3  # s2, s3 and g1 moved toward what was clicked before them

@@ -1,0 +1,65 @@
+"""The Faust agents without a broker (``agent.test_context()``), tables in memory."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from models.recs import RecList
+from streams.app import DLQ_REASON, EddyApp, build_app
+from streams.settings import Settings
+from streams.sink import MemorySink
+
+
+@pytest.fixture
+def eddy(tmp_path: Path) -> tuple[EddyApp, MemorySink, list[dict[str, Any]]]:
+    sink = MemorySink()
+    app = build_app(Settings(data_dir=tmp_path, app_id="unit", key_prefix="u"), sink=sink)
+    sent: list[dict[str, Any]] = []
+
+    async def record_send(**kwargs: Any) -> None:  # the DLQ producer, without a broker
+        sent.append(kwargs)
+
+    app.dlq_topic.send = record_send
+    return app, sink, sent
+
+
+def click(user: str, item: str, ts: float) -> bytes:
+    return json.dumps({"type": "click", "user_id": user, "item_id": item, "ts": ts}).encode()
+
+
+def test_events_agent_updates_profile_and_publishes(
+    eddy: tuple[EddyApp, MemorySink, list[dict[str, Any]]],
+) -> None:
+    app, sink, sent = eddy
+    now = time.time()
+
+    async def run() -> None:
+        async with app.items_agent.test_context() as items:
+            doc = {"item_id": "i1", "title": "Up", "categories": ["Animation"]}
+            await items.put(json.dumps(doc).encode(), key=b"i1")
+        async with app.events_agent.test_context() as agent:
+            await agent.put(click("u1", "i1", now), key=b"u1")
+            await agent.put(b"{broken", key=b"u1")
+            await agent.put(click("u1", "i2", now + 1), key=b"u1")
+        await app.processor.publisher.flush()
+
+    asyncio.run(run())
+    profile = app.profiles["u1"]
+    assert profile["counts"] == {"click": 2}
+    assert profile["recent"] == ["i2", "i1"]
+    # the first click, decayed by one second (30-day half-life); i2 has no catalog entry
+    assert profile["affinities"]["Animation"] == pytest.approx(2.0 * 2 ** (-1 / (30 * 86_400)))
+    assert len(sent) == 1
+    headers = dict(sent[0]["headers"])
+    assert b"Invalid JSON" in headers[DLQ_REASON]
+    assert sent[0]["value"] == b"{broken"
+    raw = asyncio.run(sink.get("u:rec:u1"))
+    assert raw is not None
+    assert RecList.model_validate_json(raw).event_ts == now + 1
+    assert json.loads(asyncio.run(sink.get("u:item:i1")) or b"{}")["title"] == "Up"
