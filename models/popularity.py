@@ -87,6 +87,21 @@ def top_by_category(
     return {cat: _normalise(sorted(heap, key=_best_first)) for cat, heap in heaps.items()}
 
 
+def merged(
+    prior: Mapping[str, Entry | Sequence[float]],
+    online: Mapping[str, Entry | Sequence[float]],
+    ts: float,
+    half_life_s: float,
+) -> Mapping[str, Entry | Sequence[float]]:
+    """Pre-trained popularity plus what was learned online, both decayed to ``ts``."""
+    if not prior:
+        return online
+    out = {i: score_at(e, ts, half_life_s) for i, e in prior.items()}
+    for item_id, entry in online.items():
+        out[item_id] = out.get(item_id, 0.0) + score_at(entry, ts, half_life_s)
+    return {i: (score, ts) for i, score in out.items()}
+
+
 def newest_anchor(entries: Mapping[str, Entry | Sequence[float]]) -> float | None:
     """The latest anchor time among entries (the popularity clock), or None if empty."""
     return max((float(e[1]) for e in entries.values()), default=None)

@@ -20,7 +20,7 @@ from typing import Literal
 from models.baselines import Recommender
 from models.datasets import split_by_time
 from models.events import Event
-from models.metrics import MetricAccumulator, catalog_coverage, novelty
+from models.metrics import MetricAccumulator, catalog_coverage, intra_list_diversity, novelty
 
 Split = tuple[list[Event], list[Event]]
 
@@ -109,6 +109,8 @@ def evaluate_holdout(
     test: Sequence[Event],
     ks: Sequence[int] = (10, 20),
     catalog: Collection[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    similarity: Callable[[str, str], float] | None = None,
 ) -> dict[str, float]:
     """Fit ``model`` on ``train`` and score its top-``max(ks)`` list for every test user.
 
@@ -123,6 +125,8 @@ def evaluate_holdout(
     defaults to the items of ``train`` and ``test``) and ``"novelty@k"`` (mean
     self-information in bits, popularity = distinct train users per item), plus
     ``"users"`` (test users scored) and ``"cold_users"`` (of them, without train events).
+    With ``similarity`` (of two items, in [0, 1]) it adds ``"diversity@k"``, the mean
+    intra-list diversity. ``progress(done, total)`` is called after each test user.
     """
     cutoffs = _check_ks(ks)
     model.fit(train)
@@ -131,12 +135,14 @@ def evaluate_holdout(
     accumulator = MetricAccumulator(ks=cutoffs)
     lists: list[list[str]] = []
     cold = 0
-    for user in sorted(relevant):
+    for n, user in enumerate(sorted(relevant), 1):
         exclude = seen.get(user, set())
         cold += not exclude
         recommended = model.recommend(user, cutoffs[-1], exclude=exclude)
         accumulator.add(recommended, relevant[user])
         lists.append(recommended)
+        if progress is not None:
+            progress(n, len(relevant))
     result = accumulator.result()
     items = set(catalog) if catalog is not None else {e.item_id for e in (*train, *test)}
     item_users: dict[str, set[str]] = defaultdict(set)
@@ -150,6 +156,9 @@ def evaluate_holdout(
         result[f"novelty@{k}"] = (
             novelty([rec[:k] for rec in lists], popularity, train_users) if train_users else 0.0
         )
+        if similarity is not None:
+            ild = [intra_list_diversity(rec[:k], similarity) for rec in lists if len(rec) > 1]
+            result[f"diversity@{k}"] = sum(ild) / len(ild) if ild else 0.0
     result["cold_users"] = cold
     return result
 
@@ -162,6 +171,7 @@ def evaluate_prequential(
     progress: Callable[[int], None] | None = None,
     *,
     exclude_seen: bool = True,
+    score_new_users: bool = True,
 ) -> dict[str, float]:
     """Test-then-train: predict each event from what came before it, then learn from it.
 
@@ -175,7 +185,9 @@ def evaluate_prequential(
     had (warmup included), and an event on such an item is not scored (it could only
     miss); it is counted in ``"repeats"`` and still observed. ``progress``, if given,
     is called with the number of events processed so far, after the warmup fit and
-    after every later event.
+    after every later event. Without ``score_new_users`` a user's first event is not
+    scored (next-click protocols: nothing to predict it from); it is counted in
+    ``"first_events"`` and still observed.
 
     Returns ``{"hr@k", "mrr@k", "ndcg@k" for each k, "events": scored events,
     "users": distinct users scored, "warmup": warmup, "repeats": ...}``.
@@ -193,17 +205,21 @@ def evaluate_prequential(
         progress(warmup)
     accumulator = MetricAccumulator(ks=cutoffs, metrics=("hr", "mrr", "ndcg"))
     users: set[str] = set()
-    repeats = 0
+    repeats = first = 0
+    known: set[str] = {e.user_id for e in ordered[:warmup]}
     empty: frozenset[str] = frozenset()
     for n, event in enumerate(ordered[warmup:], start=warmup + 1):
         history = seen.get(event.user_id, empty)
         if exclude_seen and event.item_id in history:
             repeats += 1
+        elif not score_new_users and event.user_id not in known:
+            first += 1
         else:
             recommended = model.recommend(event.user_id, cutoffs[-1], exclude=history)
             accumulator.add(recommended, (event.item_id,))
             users.add(event.user_id)
         model.observe(event)
+        known.add(event.user_id)
         if exclude_seen:
             seen[event.user_id].add(event.item_id)
         if progress is not None:
@@ -213,4 +229,5 @@ def evaluate_prequential(
     result["users"] = len(users)
     result["warmup"] = warmup
     result["repeats"] = repeats
+    result["first_events"] = first
     return result

@@ -48,6 +48,7 @@ affinities) therefore gets the trending list, with reason ``"trending"``.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Collection, Mapping, Sequence
@@ -262,6 +263,11 @@ def _quality_term(quality: ItemQuality, item_id: str) -> float:
     return math.tanh(math.log(quality.score(item_id) / quality.prior_mean))
 
 
+def _first(ranked: Ranked, n: int, exclude: set[str]) -> dict[str, None]:
+    """The first ``n`` ids of ``ranked`` not in ``exclude``."""
+    return dict.fromkeys(itertools.islice((i for i, _ in ranked if i not in exclude), n))
+
+
 class _Pool:
     """Candidate gathering and scoring state for one ``recommend`` call."""
 
@@ -299,11 +305,11 @@ class _Pool:
             hits = items.retriever.search(self.user, cfg.n_candidates, exclude=exclude)
             ids.update((item_id, None) for item_id, _ in hits)
         for cat in self.top_cats:
-            ids.update((i, None) for i, _ in items.category_top.get(cat, ())[: cfg.per_category])
-        ids.update((i, None) for i, _ in items.global_top[: cfg.n_trending])
+            ids.update(_first(items.category_top.get(cat, ()), cfg.per_category, exclude))
+        ids.update(_first(items.global_top, cfg.n_trending, exclude))
         for cat in self.top_cats:
-            fresh = [i for i in items.new_items(cat) if self.freshness(i) > 0]
-            ids.update((i, None) for i in fresh[: cfg.n_new])
+            fresh = [(i, 0.0) for i in items.new_items(cat) if self.freshness(i) > 0]
+            ids.update(_first(fresh, cfg.n_new, exclude))
         return list(ids)
 
     def freshness(self, item_id: str) -> float:
@@ -395,22 +401,24 @@ def recommend(
     cfg: RankConfig,
     ranker: EpsilonGreedyRanker,
     t: float,
+    exclude: Collection[str] = (),
 ) -> list[RecItem]:
     """Up to ``cfg.k`` items for ``profile`` at event time ``now_ts``, best first.
 
     ``user_vector`` is the user's taste vector in the retriever's space (None for no
     vector), ``shown`` how often each item has been shown to the user, ``t`` the bandit
-    round. Purchased, recently interacted and unavailable items never appear. The same
-    inputs and an equally seeded ranker give the same list.
+    round. Purchased, recently interacted, unavailable and ``exclude`` items never
+    appear. The same inputs and an equally seeded ranker give the same list.
     """
     if not math.isfinite(now_ts):
         raise ValueError(f"now_ts must be finite, got {now_ts!r}")
     user = _user_unit(user_vector, items.retriever.dim)
     pool = _Pool(profile, user, items, now_ts, cfg)
     purchased, recent = set(profile.purchased), set(profile.recent)
-    ids = pool.gather(purchased | recent)
+    seen = recent | set(exclude)
+    ids = pool.gather(purchased | seen)
     unavailable = {i for i in ids if not items.available(i)}
-    kept = filter_candidates((Candidate(i, 0.0) for i in ids), purchased, unavailable, seen=recent)
+    kept = filter_candidates((Candidate(i, 0.0) for i in ids), purchased, unavailable, seen=seen)
     terms = {c.item_id: pool.terms(c.item_id) for c in kept}
     scored = [Candidate(i, pool.score(t_i)) for i, t_i in terms.items()]
     decayed = decay_repeats(scored, shown, cfg.repeat_factor)

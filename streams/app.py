@@ -189,12 +189,16 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
         processor.refresh_popular()
 
     stats_redis = aioredis.Redis.from_url(redis_url, socket_timeout=5)
+    events_topic_name = settings.topic_events
 
     @app.timer(STATS_INTERVAL_S, name="eddy.stats")
     async def write_stats() -> None:
         key = settings.key("stats", settings.worker_id)
         try:
-            fields: Any = stats_mapping(processor.stats, settings.worker_id, processor.items)
+            fields: Any = dict(stats_mapping(processor.stats, settings.worker_id, processor.items))
+            fields["events_partitions"] = str(
+                sum(1 for tp in app.assignor.assigned_actives() if tp.topic == events_topic_name)
+            )
             await stats_redis.hset(key, mapping=fields)
             await stats_redis.expire(key, 3600)
         except aioredis.RedisError as exc:

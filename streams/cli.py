@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from infra import devstack
+from streams.evaluate import evaluate_command
 from streams.settings import Settings, load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -261,6 +262,9 @@ def dev_status() -> None:
     console.print_json(json.dumps(info))
     if not info["running"]:
         raise typer.Exit(code=1)
+
+
+app.command("evaluate")(evaluate_command)
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, MutableMapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,24 +22,23 @@ import numpy as np
 from models.artefact import ModelArtefact
 from models.bandit import EpsilonGreedyRanker, EpsilonSchedule
 from models.events import DecodeError, Event, EventType, decode_event, decode_item
-from models.online import decayed_mass, update_user_vector
+from models.itemstate import ItemState
+from models.learner import item_context, learn_profile
 from models.popularity import (
-    Entry,
     Ranked,
     bump,
     half_life_seconds,
+    merged,
     newest_anchor,
-    score_at,
     top,
     top_by_category,
 )
-from models.profile import ProfileConfig, UserProfile, apply_event, event_weight
+from models.profile import ProfileConfig, UserProfile, event_weight
 from models.ranking import category_reason, popular_items, recommend
 from models.recommender import RankConfig
 from models.recommender import recommend as rank_learned
 from models.recs import POPULAR_USER, RecItem, RecList, category_slug
 from models.rerank import ShownCounter
-from streams.itemstate import ItemState
 from streams.publisher import Publisher
 from streams.settings import Settings
 from streams.sink import Put, RecSink
@@ -147,10 +146,11 @@ class EventProcessor:
         categories = self._categories(event.item_id)
         stored = self.profiles.get(event.user_id)
         before = UserProfile.from_dict(stored) if stored else None
-        profile = apply_event(before, event, categories, self.cfg)
-        weight = event_weight(event, self.cfg.event_weights)
+        item_vector = self.items.vector(event.item_id) if self.items is not None else None
+        profile = learn_profile(before, event, categories, self.cfg, item_vector)
         if self.items is not None:
-            profile = self._learn(before, profile, event, weight)
+            self._learn(profile, event)
+        weight = event_weight(event, self.cfg.event_weights)
         self.profiles[event.user_id] = profile.to_dict()
         if weight > 0:
             entry = self.popularity.get(event.item_id)
@@ -160,26 +160,16 @@ class EventProcessor:
         self.publisher.mark(profile, event.ts, produced_at)
         return profile
 
-    def _learn(
-        self, before: UserProfile | None, profile: UserProfile, event: Event, weight: float
-    ) -> UserProfile:
-        """Online learning: the user's vector, the item's vector, the list's reward."""
+    def _learn(self, profile: UserProfile, event: Event) -> None:
+        """Credit the list the event came from; schedule the item's online step."""
         assert self.items is not None
         last = self._last.get(event.user_id)
         reward = REWARDS.get(event.type, 0.0)
         if event.rec_id and last and last[0] == event.rec_id and event.item_id in last[1]:
             self.items.quality.record_reward(event.item_id, reward)
-        context = profile.recent[1:]
+        context = item_context(profile)
         if context:
-            self.item_updates.append((event.item_id, context[:8]))
-        item_vec = self.items.vector(event.item_id)
-        if item_vec is None or weight <= 0:
-            return profile
-        dt = event.ts - before.last_ts if before is not None else 0.0
-        hl = self.cfg.half_life_s
-        vector = update_user_vector(profile.vector, item_vec, weight, dt, hl, mass=profile.mass)
-        mass = decayed_mass(profile.mass, weight, dt, hl)
-        return replace(profile, vector=[round(float(x), 6) for x in vector], mass=mass)
+            self.item_updates.append((event.item_id, context))
 
     def on_item_update(self, value: bytes) -> tuple[str, list[float]] | None:
         """An item-updates message (on the worker that owns the item): its new vector."""
@@ -307,7 +297,7 @@ class EventProcessor:
         if self.clock is None:
             return 0
         hl = self.cfg.half_life_s
-        entries = self._merged_popularity(prior, self.clock)
+        entries = merged(prior, self.popularity, self.clock, hl)
         unavailable = {i for i, doc in self.catalog.items() if not doc.get("available", True)}
         self.global_top = top(entries, self.clock, hl, self._pool, unavailable)
         item_categories: dict[str, list[str]] = {}
@@ -328,16 +318,6 @@ class EventProcessor:
         for key, items in lists.items():
             self.publisher.put(Put(key, _fallback_doc(items, now, self.model_version), None))
         return len(lists)
-
-    def _merged_popularity(self, prior: Mapping[str, Entry], ts: float) -> Mapping[str, Any]:
-        """Pre-trained popularity plus what was learned online, both decayed to ``ts``."""
-        if not prior:
-            return self.popularity
-        hl = self.cfg.half_life_s
-        merged = {i: score_at(e, ts, hl) for i, e in prior.items()}
-        for item_id, entry in self.popularity.items():
-            merged[item_id] = merged.get(item_id, 0.0) + score_at(entry, ts, hl)
-        return {i: (score, ts) for i, score in merged.items()}
 
     def profile(self, user_id: str) -> UserProfile | None:
         stored = self.profiles.get(user_id)

@@ -160,6 +160,16 @@ def test_two_workers_share_item_vectors_learned_online(
     for n, s in enumerate(workers):
         start_worker(s, f"w{n}")
     wait_for(lambda: r.get(trained.key("item", "g5")), 30, "catalog")
+
+    def split() -> list[int] | None:
+        """Events partitions per worker, once the group has spread them over both."""
+        owned = [
+            int(r.hget(trained.key("stats", s.worker_id), "events_partitions") or 0)
+            for s in workers
+        ]
+        return owned if all(owned) and sum(owned) == trained.events_partitions else None
+
+    wait_for(split, 60, "the group to give each worker events partitions")
     t = time.time() - 600
     events = []
     for u in range(24):  # users spread over both workers' partitions

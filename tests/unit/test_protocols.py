@@ -246,6 +246,7 @@ def test_evaluate_prequential_by_hand() -> None:
             "users": 3,
             "warmup": 0,
             "repeats": 0,
+            "first_events": 0,
         }
     )
 
@@ -290,3 +291,41 @@ def test_evaluate_prequential_repeats() -> None:
 def test_evaluate_prequential_checks_warmup() -> None:
     with pytest.raises(ValueError, match="warmup"):
         evaluate_prequential(Spy([]), STREAM, warmup=7)
+
+
+def test_evaluate_prequential_can_skip_each_users_first_event() -> None:
+    # Next-click: u1, u2 and u3 each start with an event nothing could predict.
+    spy = Spy(["b", "a", "c"])
+    result = evaluate_prequential(spy, STREAM, ks=(1,), score_new_users=False)
+    assert result["first_events"] == 3
+    assert result["events"] == 3
+    assert [c for c in spy.calls if c[0] == "recommend"] == [
+        ("recommend", ("u2", ["a"])),
+        ("recommend", ("u1", ["a"])),
+        ("recommend", ("u3", ["b"])),
+    ]
+    # e3 u2 b: [b] hit; e4 u1 b: [b] hit; e6 u3 c: [a] miss
+    assert result["hr@1"] == pytest.approx(2 / 3)
+
+
+def test_evaluate_holdout_reports_diversity_and_progress() -> None:
+    train = [ev("u1", "a", 0), ev("u2", "a", 1)]
+    test = [ev("u1", "b", 2), ev("u2", "c", 3)]
+    same = {frozenset({"b", "c"}): 1.0}  # b and c are identical, d differs from both
+
+    def similarity(x: str, y: str) -> float:
+        return same.get(frozenset({x, y}), 0.0)
+
+    ticks: list[tuple[int, int]] = []
+    result = evaluate_holdout(
+        Spy(["b", "c", "d"]),
+        train,
+        test,
+        ks=(2, 3),
+        progress=lambda done, total: ticks.append((done, total)),
+        similarity=similarity,
+    )
+    assert ticks == [(1, 2), (2, 2)]
+    # top-2 [b, c]: one pair, similarity 1 -> ILD 0; top-3 [b, c, d]: (0 + 1 + 1) / 3
+    assert result["diversity@2"] == pytest.approx(0.0)
+    assert result["diversity@3"] == pytest.approx(2 / 3)

@@ -2,8 +2,8 @@
 
 It starts from the pre-trained artefact; a catalog upsert for an item the index does not
 know gives it its content vector at once, and events move item vectors online (an SGD
-step toward the items co-consumed in the same user's recent history). This state lives
-in the worker's memory: after a restart it starts again from the artefact.
+step toward the items co-consumed in the same user's recent history). Pure: the worker
+(``streams.processor``) and the offline evaluator (``models.engine``) both drive it.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ class ItemState:
         """``item_id``'s vector moved toward the user's other recent items (None: no move).
 
         Pure with respect to this state: the caller publishes the result, and every worker
-        applies it with ``set_vector`` (see ``streams.app``)."""
+        applies it with ``set_vector``."""
         vec = self._retriever.vector(item_id)
         if vec is None:
             return None
