@@ -40,6 +40,9 @@ class RecList(BaseModel):
         description="Event time of the newest event the list reflects (None for fallbacks)."
     )
     model_version: str
+    variant: str | None = Field(
+        default=None, description="A/B variant the user is in (None: no experiment running)."
+    )
 
 
 def category_slug(category: str) -> str:

@@ -16,6 +16,10 @@ import faust
 import redis.asyncio as aioredis
 
 from models.artefact import ModelArtefact, latest, load
+from streams.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from streams.metrics import exposition
+from streams.metrics import register as register_metrics
+from streams.page import register_page
 from streams.processor import EventProcessor, Rejected, stats_mapping
 from streams.settings import Settings
 from streams.sink import RecSink, RedisSink
@@ -71,6 +75,7 @@ def faust_app(settings: Settings) -> faust.App:
 def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
     """Define topics, tables, agents and timers on a new Faust app."""
     app = faust_app(settings)
+    register_page(app, settings)
     events_topic = app.topic(settings.topic_events, partitions=settings.events_partitions)
     items_topic = app.topic(settings.topic_items, partitions=settings.items_partitions)
     dlq_topic = app.topic(settings.topic_dlq, partitions=settings.dlq_partitions)
@@ -140,10 +145,14 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
                 key=record["user_id"].encode(), value=json.dumps(record).encode()
             )
 
+    read_offsets: dict[int, int] = {}
+    """Events partition -> last offset handed to the processor (for consumer lag)."""
+
     @app.agent(events_topic, name="eddy.process_events")
     async def process_events(stream: faust.StreamT[Any]) -> AsyncIterator[None]:
         async for event in stream.events():
             msg = event.message
+            read_offsets[msg.partition] = msg.offset
             produced_at = msg.timestamp if msg.timestamp and msg.timestamp > 0 else None
             rejected = processor.on_event(msg.value, msg.key, produced_at)
             if rejected is not None:
@@ -191,9 +200,20 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
     stats_redis = aioredis.Redis.from_url(redis_url, socket_timeout=5)
     events_topic_name = settings.topic_events
 
+    def measure_lag() -> None:
+        lags: dict[int, int] = {}
+        for tp in app.assignor.assigned_actives():
+            if tp.topic == events_topic_name:
+                end = app.consumer.highwater(tp)
+                if end is not None and end >= 0:
+                    read = read_offsets.get(tp.partition)
+                    lags[tp.partition] = max(0, end - (read + 1 if read is not None else 0))
+        processor.stats.consumer_lag = {events_topic_name: lags}
+
     @app.timer(STATS_INTERVAL_S, name="eddy.stats")
     async def write_stats() -> None:
         key = settings.key("stats", settings.worker_id)
+        measure_lag()
         try:
             fields: Any = dict(stats_mapping(processor.stats, settings.worker_id, processor.items))
             fields["events_partitions"] = str(
@@ -203,6 +223,30 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
             await stats_redis.expire(key, 3600)
         except aioredis.RedisError as exc:
             log.warning("could not write stats: %s", exc)
+
+    register_metrics(processor.stats, settings.worker_id)
+
+    @app.page("/metrics")
+    class MetricsView(faust.web.View):
+        """Prometheus exposition of this worker."""
+
+        async def get(self, request: faust.web.Request) -> faust.web.Response:
+            return self.bytes(exposition(processor.stats), content_type=METRICS_CONTENT_TYPE)
+
+    @app.page("/health")
+    class HealthView(faust.web.View):
+        """200 once the worker has recovered its tables and serves; 503 before."""
+
+        async def get(self, request: faust.web.Request) -> faust.web.Response:
+            recovery: Any = getattr(app.tables, "recovery", None)
+            ready = bool(recovery and recovery.completed.is_set()) and not app.rebalancing
+            body = {
+                "status": "ok" if ready else "recovering",
+                "worker_id": settings.worker_id,
+                "events_total": sum(processor.stats.events.values()),
+                "model_version": processor.model_version,
+            }
+            return self.json(body, status=200 if ready else 503)
 
     async def final_flush(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         await publish()

@@ -199,23 +199,28 @@ def show(
     bandit: dict[str, float] | None,
     epsilon: float | None,
 ) -> None:
-    """Print the metrics table (and the bandit replay) on the console."""
+    """Print the metrics (rows) per model (columns), and the bandit replay."""
     if cfg.protocol == "prequential":
-        keys = [f"{m}@{k}" for k in cfg.ks for m in ("hr", "mrr", "ndcg")] + ["events"]
+        metrics: tuple[str, ...] = ("hr", "mrr", "ndcg")
+        extra = ["events", "repeats"]
     else:
-        keys = [f"{m}@{k}" for k in cfg.ks for m in ("hr", "precision", "recall", "ndcg", "map")]
-        keys += [f"mrr@{cfg.ks[0]}", f"coverage@{cfg.ks[0]}", f"novelty@{cfg.ks[0]}"]
-        keys += [f"diversity@{cfg.ks[0]}", "users"]
+        metrics = ("hr", "precision", "recall", "ndcg", "map", "mrr", "coverage", "novelty")
+        extra = ["users"]
+    keys = [f"{m}@{k}" for k in cfg.ks for m in metrics]
+    keys += [f"diversity@{k}" for k in cfg.ks if any(f"diversity@{k}" in r for r in results)]
+    keys += extra
     table = Table(title=f"{cfg.protocol}")
-    table.add_column("model")
-    for key in keys:
-        table.add_column(key, justify="right")
-    for row in summary_rows(results, keys):
-        table.add_row(*row)
+    table.add_column("metric")
+    for name in results:
+        table.add_column(name, justify="right")
+    columns = summary_rows(results, keys)
+    for n, key in enumerate(keys, 1):
+        table.add_row(key, *(column[n] for column in columns))
     console.print(table)
     if bandit is not None:
         table = Table(title=f"bandit replay, epsilon {epsilon}")
-        for key in bandit:
-            table.add_column(key, justify="right")
-        table.add_row(*summary_rows({"": bandit}, list(bandit))[0][1:])
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for key, value in zip(bandit, summary_rows({"": bandit}, list(bandit))[0][1:], strict=True):
+            table.add_row(key, value)
         console.print(table)

@@ -14,7 +14,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -35,10 +35,11 @@ from models.popularity import (
 )
 from models.profile import ProfileConfig, UserProfile, event_weight
 from models.ranking import category_reason, popular_items, recommend
-from models.recommender import RankConfig
+from models.recommender import EXPLORING, RankConfig
 from models.recommender import recommend as rank_learned
 from models.recs import POPULAR_USER, RecItem, RecList, category_slug
 from models.rerank import ShownCounter
+from models.variants import Variant, assign
 from streams.publisher import Publisher
 from streams.settings import Settings
 from streams.sink import Put, RecSink
@@ -51,6 +52,9 @@ MAX_USERS_IN_MEMORY = 100_000
 
 MAX_PENDING_IMPRESSIONS = 100_000
 """Impression records kept while the impressions topic cannot be written."""
+
+DEFAULT_VARIANT = "default"
+"""Variant label of every list when no experiment runs."""
 
 REWARDS = {EventType.CLICK: 1.0, EventType.ADD_TO_CART: 2.0, EventType.PURCHASE: 4.0}
 """Reward credited to an item when an event on it carries the rec_id of its list."""
@@ -116,9 +120,12 @@ class EventProcessor:
             epsilon=EpsilonSchedule(settings.epsilon, settings.epsilon_decay, settings.min_epsilon),
         )
         self.ranker = EpsilonGreedyRanker(self.rank_cfg.epsilon, random.Random(settings.seed))
+        self.variants = settings.variant_list()
+        self._arms = {v.name: self._arm(v) for v in self.variants}
         self.lists_ranked = 0
         self._shown: OrderedDict[str, ShownCounter] = OrderedDict()
-        self._last: OrderedDict[str, tuple[str, frozenset[str]]] = OrderedDict()
+        self._last: OrderedDict[str, tuple[str, frozenset[str], str]] = OrderedDict()
+        """User -> (rec_id, items, variant) of their last list, for attribution."""
         self.item_updates: list[tuple[str, list[str]]] = []
         """(item_id, the user's other recent items) awaiting the item-updates topic."""
         self.impressions: list[dict[str, Any]] = []
@@ -164,9 +171,12 @@ class EventProcessor:
         """Credit the list the event came from; schedule the item's online step."""
         assert self.items is not None
         last = self._last.get(event.user_id)
-        reward = REWARDS.get(event.type, 0.0)
         if event.rec_id and last and last[0] == event.rec_id and event.item_id in last[1]:
-            self.items.quality.record_reward(event.item_id, reward)
+            self.items.quality.record_reward(event.item_id, REWARDS.get(event.type, 0.0))
+            if event.type is EventType.CLICK:
+                self.stats.variant_clicks[last[2]] += 1
+            elif event.type is EventType.PURCHASE:
+                self.stats.variant_purchases[last[2]] += 1
         context = item_context(profile)
         if context:
             self.item_updates.append((event.item_id, context))
@@ -225,11 +235,11 @@ class EventProcessor:
         s = self.settings
         if not self.global_top and (len(self.popularity) or self.prior is not None):
             self.refresh_popular()  # first lists of a fresh worker: do not wait for the timer
-        rec_id = None
+        rec_id = variant = None
         if self.items is None:
             items = recommend(profile, self.category_top, self.global_top, s.rec_size)
         else:
-            rec_id, items = self._rank(profile)
+            rec_id, variant, items = self._rank(profile)
         doc = RecList(
             user_id=profile.user_id,
             items=items,
@@ -237,6 +247,7 @@ class EventProcessor:
             generated_at=time.time(),
             event_ts=event_ts,
             model_version=self.model_version,
+            variant=variant,
         )
         return [
             Put(s.key("rec", profile.user_id), doc.model_dump_json().encode(), s.rec_ttl_s),
@@ -247,31 +258,46 @@ class EventProcessor:
             ),
         ]
 
-    def _rank(self, profile: UserProfile) -> tuple[str, list[RecItem]]:
-        """The learning core's list for ``profile``; remembers it for attribution."""
+    def _arm(self, variant: Variant) -> tuple[RankConfig, EpsilonGreedyRanker]:
+        """The ranking settings and bandit of one A/B variant."""
+        s, cfg = self.settings, self.rank_cfg
+        if variant.epsilon is not None:
+            schedule = EpsilonSchedule(variant.epsilon, s.epsilon_decay, s.min_epsilon)
+            cfg = replace(cfg, epsilon=schedule)
+        if variant.diversity is not None:
+            cfg = replace(cfg, diversity=variant.diversity)
+        return cfg, EpsilonGreedyRanker(cfg.epsilon, random.Random(f"{s.seed}:{variant.name}"))
+
+    def _rank(self, profile: UserProfile) -> tuple[str, str | None, list[RecItem]]:
+        """The learning core's list for ``profile`` (rec_id, variant, items); remembers it
+        for attribution and counts its impressions."""
         assert self.items is not None
         user_id = profile.user_id
+        variant = None
+        cfg, ranker = self.rank_cfg, self.ranker
+        if self.variants:
+            variant = assign(user_id, self.variants, self.settings.variant_salt).name
+            cfg, ranker = self._arms[variant]
         shown = self._shown.pop(user_id, None) or ShownCounter()
         vector = np.asarray(profile.vector, dtype=np.float32) if profile.vector else None
         now_ts = self.clock if self.clock is not None else time.time()
+        started = time.perf_counter()
         items = rank_learned(
-            profile,
-            vector,
-            self.items,
-            shown,
-            now_ts,
-            self.rank_cfg,
-            self.ranker,
-            self.lists_ranked,
+            profile, vector, self.items, shown, now_ts, cfg, ranker, self.lists_ranked
         )
+        self.stats.rank_hist.observe(time.perf_counter() - started)
         self.lists_ranked += 1
         rec_id = secrets.token_hex(8)
         ids = [i.item_id for i in items]
         shown.record(ids)
         for item_id in ids:
             self.items.quality.record_impression(item_id)
+        arm = variant or DEFAULT_VARIANT
+        self.stats.variant_impressions[arm] += len(ids)
+        self.stats.slots += len(ids)
+        self.stats.explored_slots += sum(1 for i in items if i.reason == EXPLORING)
         _remember(self._shown, user_id, shown)
-        _remember(self._last, user_id, (rec_id, frozenset(ids)))
+        _remember(self._last, user_id, (rec_id, frozenset(ids), arm))
         if len(self.impressions) >= MAX_PENDING_IMPRESSIONS:
             del self.impressions[0]  # the topic is unreachable: keep the newest
         self.impressions.append(
@@ -280,13 +306,14 @@ class EventProcessor:
                 "user_id": user_id,
                 "ts": time.time(),
                 "model_version": self.model_version,
+                "variant": variant,
                 "items": [
                     {"item_id": i.item_id, "position": n, "propensity": i.propensity}
                     for n, i in enumerate(items)
                 ],
             }
         )
-        return rec_id, items
+        return rec_id, variant, items
 
     def refresh_popular(self) -> int:
         """Recompute the popular lists from current counts and schedule them; return count."""

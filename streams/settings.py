@@ -12,13 +12,24 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from models.events import DEFAULT_MAX_FUTURE_SKEW_S, EventType
+from models.events import DEFAULT_MAX_FUTURE_SKEW_S, EventType, is_valid_id
 from models.profile import DEFAULT_EVENT_WEIGHTS
+from models.variants import Variant
 
 DEFAULT_ENV_FILE = ".eddy/dev.env"
+
+
+class VariantSettings(BaseModel):
+    """One A/B variant: its share of users and its ranking overrides."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    share: float = Field(gt=0, description="Relative share of users (shares are normalised).")
+    epsilon: float | None = Field(default=None, ge=0, le=1)
+    diversity: float | None = Field(default=None, ge=0, le=1)
 
 
 class Settings(BaseSettings):
@@ -106,6 +117,15 @@ class Settings(BaseSettings):
         default=0.2, ge=0, le=1, description="MMR diversity weight (0: pure relevance)."
     )
     seed: int = Field(default=0, description="Seed of the worker's exploration randomness.")
+    variants: dict[str, VariantSettings] = Field(
+        default_factory=dict,
+        description='A/B variants as JSON, e.g. `{"control": {"share": 0.5}, "explore": '
+        '{"share": 0.5, "epsilon": 0.3}}` (optional `epsilon`, `diversity` per variant); '
+        "empty: no experiment.",
+    )
+    variant_salt: str = Field(
+        default="eddy", description="Salt of the user-to-variant hash; change it to reshuffle."
+    )
     model_dir: Path = Field(
         default=Path("artifacts"),
         description="Directory of trained model artefacts; the worker loads the latest.",
@@ -137,6 +157,18 @@ class Settings(BaseSettings):
         if any(w < 0 for w in weights.values()):
             raise ValueError("event_weights must be >= 0")
         return weights
+
+    @field_validator("variants")
+    @classmethod
+    def _variant_names(cls, variants: dict[str, VariantSettings]) -> dict[str, VariantSettings]:
+        for name in variants:
+            if not is_valid_id(name):
+                raise ValueError(f"variant name {name!r} must be a valid id (letters, digits, -_.)")
+        return variants
+
+    def variant_list(self) -> list[Variant]:
+        """The configured variants as ``models.variants.Variant`` (empty: no experiment)."""
+        return [Variant(name, v.share, v.epsilon, v.diversity) for name, v in self.variants.items()]
 
     def key(self, *parts: str) -> str:
         """A Redis key under ``key_prefix``: ``key("rec", "u1") == "eddy:rec:u1"``."""

@@ -7,6 +7,10 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import numpy as np
+from prometheus_client import CollectorRegistry, Histogram
+
+FRESHNESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+RANK_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 
 
 @dataclass
@@ -23,9 +27,32 @@ class WorkerStats:
     render_errors: int = 0
     item_updates_sent: int = 0
     item_updates_done: int = 0
+    slots: int = 0
+    explored_slots: int = 0
+    variant_impressions: Counter[str] = field(default_factory=Counter)
+    variant_clicks: Counter[str] = field(default_factory=Counter)
+    variant_purchases: Counter[str] = field(default_factory=Counter)
+    consumer_lag: dict[str, dict[int, int]] = field(default_factory=dict)
+    """Topic -> partition -> messages behind the log end (set by the worker's timer)."""
     freshness_s: deque[float] = field(default_factory=deque)
     first_event_at: float | None = None
     last_event_at: float | None = None
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry, repr=False)
+    """Prometheus registry of this worker's histograms (``streams.metrics`` adds counters)."""
+
+    def __post_init__(self) -> None:
+        self.freshness_hist = Histogram(
+            "eddy_freshness_seconds",
+            "Event produced -> list written to Redis.",
+            buckets=FRESHNESS_BUCKETS,
+            registry=self.registry,
+        )
+        self.rank_hist = Histogram(
+            "eddy_retrieval_seconds",
+            "Time to retrieve, score and re-rank one list.",
+            buckets=RANK_BUCKETS,
+            registry=self.registry,
+        )
 
     def event(self, kind: str) -> None:
         now = time.time()
@@ -38,6 +65,7 @@ class WorkerStats:
         if len(self.freshness_s) >= self.window:
             self.freshness_s.popleft()
         self.freshness_s.append(max(0.0, seconds))
+        self.freshness_hist.observe(max(0.0, seconds))
 
     def snapshot(self) -> dict[str, float | int | str]:
         """Flat numbers, suitable for a Redis hash."""
@@ -54,6 +82,15 @@ class WorkerStats:
             "item_updates_done": self.item_updates_done,
         }
         out.update({f"events_{k}": v for k, v in self.events.items()})
+        if self.slots:
+            out["slots"] = self.slots
+            out["explored_slots"] = self.explored_slots
+        for name, counts in (
+            ("impressions", self.variant_impressions),
+            ("clicks", self.variant_clicks),
+            ("purchases", self.variant_purchases),
+        ):
+            out.update({f"variant_{v}_{name}": n for v, n in counts.items()})
         if self.first_event_at is not None and self.last_event_at is not None:
             out["first_event_at"] = self.first_event_at
             out["last_event_at"] = self.last_event_at

@@ -4,66 +4,19 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import redis
 
 from infra.devstack import free_port
-from models.artefact import save
-from models.datasets import Dataset
-from models.events import Event, EventType, ItemUpsert
+from models.events import ItemUpsert
 from models.recs import RecList
-from models.training import TrainConfig, train
 from streams.settings import Settings
-from streams.topics import create_topics
+from tests.integration.groups import TITLES
 from tests.support import WorkerProcess, consume_all, produce, wait_for
 
 pytestmark = pytest.mark.integration
-
-# Two taste groups inside ONE category, so only the item vectors can tell them apart.
-SPACE = [f"s{n}" for n in range(1, 6)]
-GARDEN = [f"g{n}" for n in range(1, 6)]
-TITLES = {
-    **{i: f"Space Rocket Voyage {n}" for n, i in enumerate(SPACE, 1)},
-    **{i: f"Garden Rose Tales {n}" for n, i in enumerate(GARDEN, 1)},
-}
-
-
-def catalog() -> list[ItemUpsert]:
-    return [ItemUpsert(item_id=i, title=t, categories=("Books",)) for i, t in TITLES.items()]
-
-
-def history(t0: float) -> list[Event]:
-    events = []
-    for n in range(40):
-        group = SPACE if n % 2 else GARDEN
-        for k, item in enumerate(group):
-            events.append(
-                Event(type=EventType.CLICK, user_id=f"h{n}", item_id=item, ts=t0 + n * 10 + k)
-            )
-    return events
-
-
-@pytest.fixture
-def trained(settings: Settings) -> Settings:
-    t0 = time.time() - 7200
-    artefact = train(Dataset("groups", catalog(), history(t0), 0, {}), TrainConfig(dim=8))
-    save(artefact, settings.model_dir)
-    create_topics(settings)
-    produce(
-        settings.kafka_bootstrap,
-        settings.topic_items,
-        [(i.item_id, i.model_dump_json()) for i in catalog()],
-    )
-    return settings
-
-
-@pytest.fixture
-def r(settings: Settings) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
-    yield client
-    client.close()
 
 
 def click(user: str, item: str, ts: float, **extra: str) -> tuple[str, str]:

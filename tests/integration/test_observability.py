@@ -1,0 +1,78 @@
+"""A real worker's /health and /metrics, and A/B variants in the lists it writes."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+import pytest
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from models.recs import RecList
+from models.variants import assign
+from streams.settings import Settings, VariantSettings
+from tests.integration.test_learning import click, start_with_catalog, wait_list
+from tests.support import WorkerProcess, produce, wait_for
+
+pytestmark = pytest.mark.integration
+
+VARIANTS = {
+    "calm": VariantSettings(share=1.0, epsilon=0.0),
+    "bold": VariantSettings(share=1.0, epsilon=1.0),
+}
+
+
+def get(s: Settings, path: str) -> tuple[int, bytes]:
+    url = f"http://{s.web_host}:{s.web_port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_health_metrics_and_variants_on_a_running_worker(
+    trained: Settings, r: redis.Redis, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    s = start_with_catalog(trained, r, start_worker, variants=VARIANTS, variant_salt="obs")
+    status, body = get(s, "/health")
+    assert status == 200
+    assert json.loads(body)["status"] == "ok"
+    users = [f"viewer{n}" for n in range(10)]
+    t = time.time() - 300
+    produce(s.kafka_bootstrap, s.topic_events, [click(u, "s1", t + n) for n, u in enumerate(users)])
+    lists: dict[str, RecList] = {u: wait_list(r, s, u, t + n) for n, u in enumerate(users)}
+    for user, recs in lists.items():
+        expected = assign(user, s.variant_list(), "obs").name
+        assert recs.variant == expected
+        assert all((i.reason == "exploring") == (expected == "bold") for i in recs.items)
+
+    def scraped() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
+        status, text = get(s, "/metrics")
+        assert status == 200
+        got = samples(text.decode())
+        lag = [v for (name, _), v in got.items() if name == "eddy_consumer_lag"]
+        done = got.get(("eddy_events_total", (("type", "click"), ("worker", s.worker_id))))
+        return got if done == len(users) and lag and max(lag) == 0 else None
+
+    got = wait_for(scraped, 20, "metrics to show every event and no lag")
+    shown = {v: 0 for v in VARIANTS}
+    for recs in lists.values():
+        shown[recs.variant or ""] += len(recs.items)
+    for variant, n in shown.items():
+        key = ("eddy_variant_impressions_total", (("variant", variant), ("worker", s.worker_id)))
+        assert got.get(key, 0) >= n
+    assert got[("eddy_retrieval_seconds_count", ())] >= len(users)
+    assert got[("eddy_freshness_seconds_count", ())] >= 1
