@@ -132,14 +132,21 @@ class ItemState:
         self._retriever.upsert([item_id], row)
         self._online.add(item_id)
 
+    def online_vector(self, item_id: str) -> np.ndarray | None:
+        """``item_id``'s vector if it was learned online (None: still the artefact's)."""
+        return self._retriever.vector(item_id) if item_id in self._online else None
+
     def digest(self) -> str:
-        """A short hash of every vector learned online, equal on workers that agree."""
+        """A short hash of every vector learned online and every item's quality totals,
+        equal on workers that agree."""
         h = hashlib.sha256()
         for item_id in sorted(self._online):
             vec = self._retriever.vector(item_id)
             if vec is not None:
                 h.update(item_id.encode())
                 h.update(np.round(vec, 5).astype(np.float32).tobytes())
+        for item_id in sorted(self._quality):
+            h.update(f"{item_id}:{self._quality.stats(item_id)}".encode())
         return h.hexdigest()[:16]
 
     @property

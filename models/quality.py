@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -68,6 +68,13 @@ class ItemQuality:
         """A show of ``item_id`` earned ``reward`` (e.g. click 1, purchase 5)."""
         self._add(item_id, 0.0, _check_amount("reward", reward))
 
+    def set(self, item_id: str, impressions: float, rewards: float) -> None:
+        """Replace ``item_id``'s totals (as broadcast by the worker that owns the item)."""
+        n = _check_amount("impressions", impressions)
+        r = _check_amount("rewards", rewards)
+        self._stats.pop(item_id, None)
+        self._add(item_id, n, r)
+
     def stats(self, item_id: str) -> tuple[float, float]:
         """(impressions, rewards) recorded for ``item_id``; zeros if not tracked."""
         return self._stats.get(item_id, (0.0, 0.0))
@@ -79,6 +86,10 @@ class ItemQuality:
 
     def __len__(self) -> int:
         return len(self._stats)
+
+    def __iter__(self) -> Iterator[str]:
+        """Tracked item ids, least recently updated first."""
+        return iter(list(self._stats))
 
     def __contains__(self, item_id: object) -> bool:
         return item_id in self._stats

@@ -99,16 +99,16 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
     async def on_vector_changelog(event: faust.EventT[Any]) -> None:
         key, value = event.key, event.value
         item_id = key.decode() if isinstance(key, bytes) else str(key)
-        vector = json.loads(value) if isinstance(value, bytes | str) else value
-        processor.on_item_vector(item_id, vector)
+        value = json.loads(value) if isinstance(value, bytes | str) else value
+        processor.on_item_vector(item_id, value)
 
     item_vectors = app.GlobalTable(
         "item_vectors",
         key_type=str,
         partitions=settings.events_partitions,
         on_changelog_event=on_vector_changelog,
-        help="Item vectors learned online, keyed by item_id; written by the worker that owns "
-        "the item, read by every worker's index.",
+        help="Item state learned online, keyed by item_id: {vector, quality}; written by the "
+        "worker that owns the item, applied by every worker.",
     )
     popularity = app.GlobalTable(
         "popularity",
@@ -139,6 +139,10 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
     async def publish() -> None:
         """Write pending lists to Redis, then log what was published to the impressions topic."""
         await publisher.flush()
+        for update in processor.drain_quality():
+            await item_updates_topic.send(
+                key=update["item_id"].encode(), value=json.dumps(update).encode()
+            )
         pending, processor.impressions = processor.impressions, []
         for record in pending:
             await impressions_topic.send(
@@ -183,9 +187,8 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
             learned = processor.on_item_update(event.message.value)
             processor.stats.item_updates_done += 1
             if learned is not None:
-                item_id, vector = learned
-                item_vectors[item_id] = vector
-                processor.on_item_vector(item_id, vector)
+                item_id, value = learned
+                item_vectors[item_id] = value
             yield None
 
     @app.timer(settings.flush_interval_ms / 1000, name="eddy.flush")

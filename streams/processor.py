@@ -128,6 +128,8 @@ class EventProcessor:
         """User -> (rec_id, items, variant) of their last list, for attribution."""
         self.item_updates: list[tuple[str, list[str]]] = []
         """(item_id, the user's other recent items) awaiting the item-updates topic."""
+        self.quality_deltas: dict[str, list[float]] = {}
+        """Item -> [impressions, rewards] not yet sent to the item's owner (``drain_quality``)."""
         self.impressions: list[dict[str, Any]] = []
         """Published lists awaiting the impressions topic (drained by the app)."""
 
@@ -172,7 +174,7 @@ class EventProcessor:
         assert self.items is not None
         last = self._last.get(event.user_id)
         if event.rec_id and last and last[0] == event.rec_id and event.item_id in last[1]:
-            self.items.quality.record_reward(event.item_id, REWARDS.get(event.type, 0.0))
+            self._quality_delta(event.item_id)[1] += REWARDS.get(event.type, 0.0)
             if event.type is EventType.CLICK:
                 self.stats.variant_clicks[last[2]] += 1
             elif event.type is EventType.PURCHASE:
@@ -181,25 +183,66 @@ class EventProcessor:
         if context:
             self.item_updates.append((event.item_id, context))
 
-    def on_item_update(self, value: bytes) -> tuple[str, list[float]] | None:
-        """An item-updates message (on the worker that owns the item): its new vector."""
+    def on_item_update(self, value: bytes) -> tuple[str, dict[str, Any]] | None:
+        """An item-updates message, on the worker that owns the item: a learning step
+        (``context``) or quality counts (``impressions``, ``rewards``). Returns the item's
+        new broadcast value (``item_value``), or None if nothing changed."""
         if self.items is None:
             return None
         try:
             update = json.loads(value)
-            item_id, context = str(update["item_id"]), [str(i) for i in update["context"]]
-        except (ValueError, KeyError, TypeError) as exc:
+            item_id = str(update["item_id"])
+            if "context" in update:
+                context = [str(i) for i in update["context"]]
+                vector = self.items.step(item_id, context)
+                if vector is None:
+                    return None
+                self.items.set_vector(item_id, vector)
+            else:
+                impressions, rewards = float(update["impressions"]), float(update["rewards"])
+                if not (impressions >= 0 and rewards >= 0):
+                    raise ValueError(f"counts must be >= 0, got {impressions}, {rewards}")
+                self.items.quality.record_impression(item_id, impressions)
+                self.items.quality.record_reward(item_id, rewards)
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             log.warning("skipping a malformed item update: %s", exc)
             return None
-        vector = self.items.step(item_id, context)
-        if vector is None:
-            return None
-        return item_id, [round(float(x), 6) for x in vector]
+        return item_id, self.item_value(item_id)
 
-    def on_item_vector(self, item_id: str, vector: Any) -> None:
-        """A learned item vector from the broadcast table (on every worker)."""
-        if self.items is not None and vector is not None:
-            self.items.set_vector(item_id, vector)
+    def item_value(self, item_id: str) -> dict[str, Any]:
+        """What the item-vectors table holds for ``item_id``: its online vector (None if
+        it has none) and its quality totals [impressions, rewards]."""
+        assert self.items is not None
+        vector = self.items.online_vector(item_id)
+        return {
+            "vector": None if vector is None else [round(float(x), 6) for x in vector],
+            "quality": list(self.items.quality.stats(item_id)),
+        }
+
+    def on_item_vector(self, item_id: str, value: Any) -> None:
+        """An item's broadcast value (on every worker): vector and quality totals.
+
+        A bare list is a vector (the format before quality was shared)."""
+        if self.items is None or value is None:
+            return
+        if isinstance(value, list):
+            value = {"vector": value}
+        if value.get("vector") is not None:
+            self.items.set_vector(item_id, value["vector"])
+        if value.get("quality") is not None:
+            impressions, rewards = value["quality"]
+            self.items.quality.set(item_id, impressions, rewards)
+
+    def drain_quality(self) -> list[dict[str, Any]]:
+        """Quality deltas as item-updates messages, and forget them."""
+        pending, self.quality_deltas = self.quality_deltas, {}
+        return [{"item_id": i, "impressions": n, "rewards": r} for i, (n, r) in pending.items()]
+
+    def _quality_delta(self, item_id: str) -> list[float]:
+        delta = self.quality_deltas.get(item_id)
+        if delta is None:
+            delta = self.quality_deltas[item_id] = [0.0, 0.0]
+        return delta
 
     def on_item(self, raw: bytes | None, key: bytes | None) -> Rejected | None:
         """Apply one ``eddy.items`` upsert; return ``Rejected`` for the DLQ."""
@@ -291,7 +334,7 @@ class EventProcessor:
         ids = [i.item_id for i in items]
         shown.record(ids)
         for item_id in ids:
-            self.items.quality.record_impression(item_id)
+            self._quality_delta(item_id)[0] += 1
         arm = variant or DEFAULT_VARIANT
         self.stats.variant_impressions[arm] += len(ids)
         self.stats.slots += len(ids)

@@ -151,3 +151,46 @@ def test_two_workers_share_item_vectors_learned_online(
         seen = [r.hgetall(trained.key("stats", s.worker_id)) for s in workers]
         raise AssertionError(f"workers disagree: {seen}") from None
     assert agreed[0][0] >= 3  # s2, s3 and g1 moved toward what was clicked before them
+
+
+def test_a_restarted_worker_recovers_item_vectors_and_quality(
+    trained: Settings, r: redis.Redis, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    s = trained
+    first = start_worker(s, "first")
+    wait_for(lambda: r.get(s.key("item", "g5")), 30, "catalog")
+    t = time.time() - 600
+    produce(s.kafka_bootstrap, s.topic_events, [click("ann", "s1", t), click("ann", "g1", t + 1)])
+    recs = wait_list(r, s, "ann", t + 1)
+    picked = recs.items[0].item_id
+    produce(s.kafka_bootstrap, s.topic_events, [click("ann", picked, t + 2, rec_id=recs.rec_id)])
+    wait_list(r, s, "ann", t + 2)
+    stats_key = s.key("stats", s.worker_id)
+
+    def settled() -> tuple[str, int] | None:
+        """The digest, once the owner has applied every update sent so far."""
+        stats = r.hgetall(stats_key)
+        done = int(stats.get(b"item_updates_done", 0))
+        online = int(stats.get(b"online_item_vectors", 0))
+        if online < 1 or done < 3:  # g1 and picked moved, quality counted
+            return None
+        time.sleep(2.5)  # quality is sent after each publish; let the last batch land
+        again = r.hgetall(stats_key)
+        same = again.get(b"item_vectors_digest") == stats.get(b"item_vectors_digest")
+        return (stats[b"item_vectors_digest"].decode(), online) if same else None
+
+    digest, online = wait_for(settled, 30, "item learning to settle")
+    first_started = r.hget(stats_key, "started_at")
+    assert first.stop() == 0
+
+    start_worker(s.model_copy(update={"data_dir": s.data_dir.parent / "again"}), "again")
+
+    def recovered() -> bool:
+        stats = r.hgetall(stats_key)
+        return (
+            stats.get(b"started_at") != first_started
+            and stats.get(b"item_vectors_digest", b"").decode() == digest
+            and int(stats.get(b"online_item_vectors", 0)) == online
+        )
+
+    wait_for(recovered, 30, "the restarted worker to hold the same item vectors and quality")
