@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up a fresh machine for Eddy: a virtualenv with Eddy installed, and redis-server.
+# Set up a fresh machine for Eddy: a virtualenv with Eddy installed, redis-server and chromium.
 # Usage: infra/bootstrap.sh [VENV_DIR]   (idempotent; used by `make demo` and `make test`)
 set -euo pipefail
 venv="${1:-.venv}"
@@ -38,6 +38,20 @@ if ! command -v redis-server >/dev/null 2>&1; then
   else
     echo "error: install redis-server with your package manager and re-run" >&2
     exit 1
+  fi
+fi
+if ! command -v chromium >/dev/null 2>&1; then
+  # Headless browser for the live-page test (Playwright drives it; no browser download).
+  echo "chromium not found: installing it"
+  if command -v apt-get >/dev/null 2>&1; then
+    sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq &&
+      $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  elif command -v dnf >/dev/null 2>&1; then
+    sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo dnf install -y -q chromium
+  else
+    echo "warning: install chromium (on PATH as \`chromium\`) for the live-page test" >&2
   fi
 fi
 touch "$venv/.installed"
