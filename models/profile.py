@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from models.events import Event, EventType
@@ -75,6 +75,10 @@ class UserProfile:
     """Taste vector in the item embedding space (None until an event on a known item)."""
     mass: float = 0.0
     """Decayed total event weight behind ``vector`` (see ``models.online``)."""
+    applied: dict[str, int] = field(default_factory=dict)
+    """Events-topic partition -> offset of the newest event applied (replay detection)."""
+    event_ids: list[str] = field(default_factory=list)
+    """The ``event_id`` of recent events applied, newest first (duplicate detection)."""
 
     @property
     def n_events(self) -> int:
@@ -99,6 +103,8 @@ class UserProfile:
             "last_ts": self.last_ts,
             "vector": self.vector,
             "mass": self.mass,
+            "applied": self.applied,
+            "event_ids": self.event_ids,
         }
 
     @classmethod
@@ -112,6 +118,8 @@ class UserProfile:
             last_ts=float(data.get("last_ts", 0.0)),
             vector=None if data.get("vector") is None else [float(x) for x in data["vector"]],
             mass=float(data.get("mass", 0.0)),
+            applied={str(k): int(v) for k, v in data.get("applied", {}).items()},
+            event_ids=[str(i) for i in data.get("event_ids", [])],
         )
 
 
@@ -164,4 +172,44 @@ def apply_event(
         last_ts=anchor,
         vector=p.vector,
         mass=p.mass,
+        applied=p.applied,
+        event_ids=p.event_ids,
     )
+
+
+DEDUP_WINDOW = 64
+"""Recent ``event_id`` values remembered per user."""
+
+Position = tuple[int, int]
+"""(partition, offset) of an event on the events topic."""
+
+
+def already_applied(profile: UserProfile | None, event: Event, at: Position | None) -> str | None:
+    """Why ``event`` is already in ``profile`` (None: it is new).
+
+    A replay after a crash comes back at an offset no newer than the last one applied from
+    its partition, with an event time no newer than the profile's; a producer retry
+    comes back with an ``event_id`` seen among the last ``DEDUP_WINDOW``. Both together
+    make an at-least-once stream count each event once.
+    """
+    if profile is None:
+        return None
+    if at is not None:
+        partition, offset = at
+        last = profile.applied.get(str(partition))
+        if last is not None and offset <= last and event.ts <= profile.last_ts:
+            return f"offset {offset} of partition {partition} was applied (<= {last})"
+    if event.event_id is not None and event.event_id in profile.event_ids:
+        return f"event_id {event.event_id!r} was applied"
+    return None
+
+
+def mark_applied(profile: UserProfile, event: Event, at: Position | None) -> UserProfile:
+    """``profile`` remembering that ``event`` (at position ``at``) is applied."""
+    applied = profile.applied
+    if at is not None:
+        applied = {**applied, str(at[0]): max(at[1], applied.get(str(at[0]), -1))}
+    event_ids = profile.event_ids
+    if event.event_id is not None:
+        event_ids = [event.event_id, *event_ids][:DEDUP_WINDOW]
+    return replace(profile, applied=applied, event_ids=event_ids)

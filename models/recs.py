@@ -46,11 +46,12 @@ class RecList(BaseModel):
 
 
 def category_slug(category: str) -> str:
-    """Key-safe form of a category name: ``"Film Noir" -> "film-noir"``."""
+    """Key-safe form of a category name: ``"Film Noir" -> "film-noir"``, ``"Драма" ->
+    "драма"``: letters and digits (any script) kept, lower-cased, anything else a dash."""
     out = []
     dash = False
     for ch in category.lower():
-        if ch.isascii() and ch.isalnum():
+        if ch.isalnum():
             out.append(ch)
             dash = False
         elif not dash:

@@ -31,6 +31,21 @@ DLQ_TOPIC = "eddy.dlq.topic"
 DLQ_PARTITION = "eddy.dlq.partition"
 DLQ_OFFSET = "eddy.dlq.offset"
 STATS_INTERVAL_S = 1.0
+GLOBAL_RECOVERY_BUFFER = 1
+"""Faust resumes a GlobalTable's changelog partitions that this worker does not also hold
+as standby only when the table's recovery buffer is 1; otherwise they stay paused after
+recovery and updates written by other workers stop arriving. Keeping them fetching also
+keeps Faust's set of active partitions non-empty after recovery: a fetch that sees it
+empty returns every partition, and Faust drops the stream records it was not asking for."""
+RECOVERY_DELAY_S = 2.0
+"""Pause after each rebalance before table recovery seeks its changelogs.
+
+A Faust fetch that was already waiting when the rebalance began returns within its 1 s
+timeout; if that happens after recovery has seeked a changelog to its start, Faust drops
+the records (flow stopped) while aiokafka has already moved past them, and recovery then
+waits forever for offsets it will never see again. Waiting longer than that timeout
+first lets the stale fetch return before the seek (docs/reliability.md, "Faust recovery").
+"""
 
 
 @dataclass
@@ -61,6 +76,7 @@ def faust_app(settings: Settings) -> faust.App:
         topic_replication_factor=settings.replication_factor,
         broker_session_timeout=settings.broker_session_timeout_s,
         broker_rebalance_timeout=settings.broker_rebalance_timeout_s,
+        stream_recovery_delay=RECOVERY_DELAY_S,
         consumer_group_instance_id=settings.worker_id,
         web_bind=settings.web_host,
         web_port=settings.web_port,
@@ -89,6 +105,7 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
     catalog = app.GlobalTable(
         "catalog",
         key_type=str,
+        recovery_buffer_size=GLOBAL_RECOVERY_BUFFER,
         partitions=settings.items_partitions,
         help="Item catalog keyed by item_id, on every worker.",
     )
@@ -105,6 +122,7 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
     item_vectors = app.GlobalTable(
         "item_vectors",
         key_type=str,
+        recovery_buffer_size=GLOBAL_RECOVERY_BUFFER,
         partitions=settings.events_partitions,
         on_changelog_event=on_vector_changelog,
         help="Item state learned online, keyed by item_id: {vector, quality}; written by the "
@@ -113,6 +131,7 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
     popularity = app.GlobalTable(
         "popularity",
         key_type=str,
+        recovery_buffer_size=GLOBAL_RECOVERY_BUFFER,
         partitions=settings.events_partitions,
         help="Time-decayed popularity keyed by item_id: [score, anchor_ts], on every worker.",
     )
@@ -131,7 +150,18 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
             (DLQ_PARTITION, str(msg.partition).encode()),
             (DLQ_OFFSET, str(msg.offset).encode()),
         ]
-        await dlq_topic.send(key=msg.key, value=msg.value, headers=headers)
+        try:
+            await dlq_topic.send(key=msg.key, value=msg.value, headers=headers)
+        except Exception:  # the dead letter cannot be written: never stop the agent for it
+            processor.stats.dlq_errors += 1
+            log.exception(
+                "could not write dead letter %s[%d]@%d (%s); skipped",
+                msg.topic,
+                msg.partition,
+                msg.offset,
+                rejected.reason[:200],
+            )
+            return
         log.warning(
             "dead letter %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, rejected.reason
         )
@@ -158,7 +188,8 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
             msg = event.message
             read_offsets[msg.partition] = msg.offset
             produced_at = msg.timestamp if msg.timestamp and msg.timestamp > 0 else None
-            rejected = processor.on_event(msg.value, msg.key, produced_at)
+            at = (msg.partition, msg.offset)
+            rejected = processor.on_event(msg.value, msg.key, produced_at, at)
             if rejected is not None:
                 await dead_letter(event, rejected)
             updates, processor.item_updates = processor.item_updates, []

@@ -33,7 +33,14 @@ from models.popularity import (
     top,
     top_by_category,
 )
-from models.profile import ProfileConfig, UserProfile, event_weight
+from models.profile import (
+    Position,
+    ProfileConfig,
+    UserProfile,
+    already_applied,
+    event_weight,
+    mark_applied,
+)
 from models.ranking import category_reason, popular_items, recommend
 from models.recommender import EXPLORING, RankConfig
 from models.recommender import recommend as rank_learned
@@ -135,28 +142,43 @@ class EventProcessor:
 
     # --- handlers ---------------------------------------------------------------------
     def on_event(
-        self, raw: bytes | None, key: bytes | None, produced_at: float | None = None
+        self,
+        raw: bytes | None,
+        key: bytes | None,
+        produced_at: float | None = None,
+        at: Position | None = None,
     ) -> Rejected | None:
-        """Apply one ``eddy.events`` message; return ``Rejected`` for the DLQ."""
+        """Apply one ``eddy.events`` message (at ``(partition, offset)``, if known);
+        return ``Rejected`` for the DLQ. A replayed or duplicate event is skipped."""
         try:
             event = decode_event(raw, max_future_skew_s=self.settings.max_future_skew_s)
         except DecodeError as exc:
             return self._reject(exc.reason)
         if key is None or key != event.user_id.encode():
             return self._reject(
-                f"message key {key!r} must equal user_id {event.user_id!r} "
+                f"message key {_short(key)} must equal user_id {event.user_id!r} "
                 "(events are partitioned by user)"
             )
-        self.apply(event, produced_at)
+        self.apply(event, produced_at, at)
         return None
 
-    def apply(self, event: Event, produced_at: float | None = None) -> UserProfile:
-        """Update profile and popularity with a valid event and schedule the user's list."""
+    def apply(
+        self, event: Event, produced_at: float | None = None, at: Position | None = None
+    ) -> UserProfile | None:
+        """Update profile and popularity with a valid event and schedule the user's list;
+        None (and nothing changed) if the event was already applied."""
         categories = self._categories(event.item_id)
         stored = self.profiles.get(event.user_id)
         before = UserProfile.from_dict(stored) if stored else None
+        duplicate = already_applied(before, event, at)
+        if duplicate is not None:
+            self.stats.duplicates += 1
+            log.debug("skipping %s's event: %s", event.user_id, duplicate)
+            return None
         item_vector = self.items.vector(event.item_id) if self.items is not None else None
-        profile = learn_profile(before, event, categories, self.cfg, item_vector)
+        profile = mark_applied(
+            learn_profile(before, event, categories, self.cfg, item_vector), event, at
+        )
         if self.items is not None:
             self._learn(profile, event)
         weight = event_weight(event, self.cfg.event_weights)
@@ -251,7 +273,7 @@ class EventProcessor:
         except DecodeError as exc:
             return self._reject(exc.reason)
         if key is not None and key != item.item_id.encode():
-            return self._reject(f"message key {key!r} must equal item_id {item.item_id!r}")
+            return self._reject(f"message key {_short(key)} must equal item_id {item.item_id!r}")
         doc = item.model_dump(mode="json")
         self.catalog[item.item_id] = doc
         if self.items is not None:
@@ -392,6 +414,12 @@ class EventProcessor:
     def profile(self, user_id: str) -> UserProfile | None:
         stored = self.profiles.get(user_id)
         return UserProfile.from_dict(stored) if stored else None
+
+
+def _short(key: bytes | None, limit: int = 80) -> str:
+    """``repr(key)``, cut to ``limit`` characters so a dead letter stays small."""
+    text = repr(key)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(key or b'')} bytes)"
 
 
 def _remember(memory: OrderedDict[str, Any], key: str, value: Any) -> None:

@@ -21,6 +21,10 @@ class WorkerStats:
     started_at: float = field(default_factory=time.time)
     events: Counter[str] = field(default_factory=Counter)
     dead_letters: int = 0
+    duplicates: int = 0
+    dlq_errors: int = 0
+    """Dead letters that could not be written (logged with their position)."""
+    """Events skipped because their profile already reflected them (replays, retries)."""
     items: int = 0
     lists_published: int = 0
     redis_errors: int = 0
@@ -74,6 +78,8 @@ class WorkerStats:
             "started_at": self.started_at,
             "events_total": total,
             "dead_letters": self.dead_letters,
+            "duplicates": self.duplicates,
+            "dlq_errors": self.dlq_errors,
             "items": self.items,
             "lists_published": self.lists_published,
             "redis_errors": self.redis_errors,

@@ -84,11 +84,11 @@ def wait_for(
     what: str,
     check: Callable[[], None] | None = None,
 ) -> T:
-    """Poll ``probe`` until it returns something other than None."""
+    """Poll ``probe`` until it returns something other than None or False."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         result = probe()
-        if result is not None:
+        if result is not None and result is not False:
             return result
         if check is not None:
             check()

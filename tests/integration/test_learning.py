@@ -185,12 +185,13 @@ def test_a_restarted_worker_recovers_item_vectors_and_quality(
 
     start_worker(s.model_copy(update={"data_dir": s.data_dir.parent / "again"}), "again")
 
-    def recovered() -> bool:
+    def recovered() -> bool | None:
         stats = r.hgetall(stats_key)
-        return (
+        same = (
             stats.get(b"started_at") != first_started
             and stats.get(b"item_vectors_digest", b"").decode() == digest
             and int(stats.get(b"online_item_vectors", 0)) == online
         )
+        return same or None
 
     wait_for(recovered, 30, "the restarted worker to hold the same item vectors and quality")

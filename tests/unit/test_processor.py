@@ -94,6 +94,8 @@ def test_valid_event_updates_profile_popularity_and_schedules_user(world: World)
         "last_ts": T0,
         "vector": None,
         "mass": 0.0,
+        "applied": {},
+        "event_ids": [],
     }
     assert world.popularity == {"i1": (2.0, T0)}
     assert world.proc.clock == T0

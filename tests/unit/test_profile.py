@@ -10,11 +10,14 @@ import pytest
 
 from models.events import Event, EventType
 from models.profile import (
+    DEDUP_WINDOW,
     DEFAULT_EVENT_WEIGHTS,
     ProfileConfig,
     UserProfile,
+    already_applied,
     apply_event,
     decay_factor,
+    mark_applied,
 )
 
 T0 = 1_700_000_000.0
@@ -257,6 +260,8 @@ def test_to_dict_from_dict_round_trip() -> None:
         "last_ts",
         "vector",
         "mass",
+        "applied",
+        "event_ids",
     }
     assert UserProfile.from_dict(d) == p
     wire = json.loads(json.dumps(d))
@@ -275,3 +280,30 @@ def test_from_dict_defaults_and_coercion() -> None:
     assert isinstance(q.affinities["A"], float)
     assert q.counts == {"view": 2}
     assert isinstance(q.counts["view"], int)
+
+
+def test_replays_and_repeated_event_ids_are_recognised() -> None:
+    cfg = ProfileConfig()
+    first = Event(type="click", user_id="u1", item_id="i1", ts=T0, event_id="e1")
+    p = mark_applied(apply_event(None, first, [], cfg), first, (2, 40))
+    assert p.applied == {"2": 40}
+    assert p.event_ids == ["e1"]
+    assert already_applied(None, first, (2, 40)) is None
+    # the same message again after a crash: same partition, same offset
+    assert "offset 40" in (already_applied(p, first, (2, 40)) or "")
+    # a producer retry of the same event at a later offset
+    assert "e1" in (already_applied(p, first, (2, 41)) or "")
+    later = Event(type="click", user_id="u1", item_id="i2", ts=T0 + 1)
+    assert already_applied(p, later, (2, 41)) is None
+    # an older offset with a newer event time (e.g. the topic was recreated) is new
+    assert already_applied(p, later, (2, 3)) is None
+    assert already_applied(p, later, (5, 3)) is None  # another partition
+    q = mark_applied(p, later, (2, 41))
+    assert q.applied == {"2": 41}
+    assert q.event_ids == ["e1"]  # no event_id, nothing remembered
+    many = q
+    for n in range(DEDUP_WINDOW + 5):
+        e = Event(type="view", user_id="u1", item_id="i3", ts=T0 + 2 + n, event_id=f"x{n}")
+        many = mark_applied(many, e, None)
+    assert len(many.event_ids) == DEDUP_WINDOW
+    assert many.event_ids[0] == f"x{DEDUP_WINDOW + 4}"
