@@ -9,6 +9,9 @@ Protocols (``models.protocols``):
 * ``holdout-user`` / ``holdout-item``: a random split stratified by user or by item.
 * ``temporal`` / ``temporal-user``: the last ``fraction`` of events, globally or per user.
 
+Intra-list diversity is measured for every model in one space: cosine of the item
+vectors of Eddy's model pre-trained on the training part.
+
 The bandit report (``bandit_replay``) replays the same stream through the exploring
 policy: the click-through of the lists it logs, and IPS / SNIPS estimates of the greedy
 policy's top-slot click-through from the logged propensities, next to the value measured
@@ -121,6 +124,11 @@ def evaluate(
         cut = len(held) - cfg.max_events
         train, held = train + held[:cut], held[cut:]
     catalog = {i.item_id for i in dataset.items} | {e.item_id for e in (*train, *held)}
+    similarity = None
+    if cfg.protocol != "prequential":
+        yardstick = EddyRecommender(dataset.items, replace(cfg.engine, online=False))
+        yardstick.fit(train)  # one vector space to measure every model's diversity in
+        similarity = _cosine(yardstick)
     results: dict[str, dict[str, float]] = {}
     for name in cfg.models:
         model = make_model(name, dataset, cfg)
@@ -136,7 +144,6 @@ def evaluate(
                 score_new_users=not cfg.skip_new_users,
             )
         else:
-            similarity = _cosine(model) if isinstance(model, EddyRecommender) else None
             results[name] = evaluate_holdout(
                 model,
                 train,
@@ -161,8 +168,8 @@ def _key(event: Event) -> tuple[float, str, str]:
     return (event.ts, event.user_id, event.item_id)
 
 
-def _cosine(model: EddyRecommender) -> Callable[[str, str], float] | None:
-    """Cosine of two items' current vectors in ``model`` (0 for an item without one)."""
+def _cosine(model: EddyRecommender) -> Callable[[str, str], float]:
+    """Cosine of two items' vectors in ``model``, clipped to [0, 1] (0 without a vector)."""
 
     def similarity(a: str, b: str) -> float:
         items = model.items
@@ -171,7 +178,7 @@ def _cosine(model: EddyRecommender) -> Callable[[str, str], float] | None:
         if va is None or vb is None:
             return 0.0
         denom = float(np.linalg.norm(va) * np.linalg.norm(vb))
-        return float(np.dot(va, vb)) / denom if denom > 0 else 0.0
+        return max(0.0, float(np.dot(va, vb)) / denom) if denom > 0 else 0.0
 
     return similarity
 

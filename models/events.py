@@ -11,7 +11,7 @@ import math
 import re
 import time
 from enum import StrEnum
-from typing import Annotated, Any, Final, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -164,6 +164,25 @@ def decode_event(
     """Parse and validate one ``eddy.events`` payload, raising ``DecodeError`` with a reason."""
     context = {"now": time.time() if now is None else now, "max_future_skew_s": max_future_skew_s}
     return _decode(Event, raw, context)
+
+
+class ForgetUser(_Strict):
+    """Control message on ``eddy.events`` (key ``user_id``): delete everything about a user.
+
+    It shares the user's partition, so it is ordered with their events."""
+
+    type: Literal["forget"]
+    user_id: Id
+
+
+def decode_control(raw: bytes | None) -> ForgetUser | None:
+    """The control message in ``raw``, or None if it is not one (then it is an event)."""
+    if raw is None or len(raw) > MAX_PAYLOAD_BYTES or b'"forget"' not in raw:
+        return None
+    try:
+        return ForgetUser.model_validate_json(raw, strict=True)
+    except (ValidationError, ValueError, RecursionError):
+        return None
 
 
 def decode_item(raw: bytes | None) -> ItemUpsert:

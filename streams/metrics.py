@@ -37,6 +37,7 @@ class StatsCollector(Collector):
             ("eddy_dead_letters", "Messages sent to the dead-letter topic.", s.dead_letters),
             ("eddy_duplicates", "Replayed or repeated events skipped.", s.duplicates),
             ("eddy_dlq_errors", "Dead letters that could not be written.", s.dlq_errors),
+            ("eddy_forgotten_users", "Users deleted on request.", s.forgotten),
             ("eddy_items", "Catalog upserts applied.", s.items),
             ("eddy_lists_published", "Lists written to Redis.", s.lists_published),
             ("eddy_redis_errors", "Failed Redis writes (retried).", s.redis_errors),

@@ -21,7 +21,14 @@ import numpy as np
 
 from models.artefact import ModelArtefact
 from models.bandit import EpsilonGreedyRanker, EpsilonSchedule
-from models.events import DecodeError, Event, EventType, decode_event, decode_item
+from models.events import (
+    DecodeError,
+    Event,
+    EventType,
+    decode_control,
+    decode_event,
+    decode_item,
+)
 from models.itemstate import ItemState
 from models.learner import item_context, learn_profile
 from models.popularity import (
@@ -59,6 +66,9 @@ MAX_USERS_IN_MEMORY = 100_000
 
 MAX_PENDING_IMPRESSIONS = 100_000
 """Impression records kept while the impressions topic cannot be written."""
+
+USER_KEYS = ("rec", "profile")
+"""Redis key kinds that hold one user's data (``Settings.key(kind, user_id)``)."""
 
 DEFAULT_VARIANT = "default"
 """Variant label of every list when no experiment runs."""
@@ -150,6 +160,14 @@ class EventProcessor:
     ) -> Rejected | None:
         """Apply one ``eddy.events`` message (at ``(partition, offset)``, if known);
         return ``Rejected`` for the DLQ. A replayed or duplicate event is skipped."""
+        control = decode_control(raw)
+        if control is not None:
+            if key is None or key != control.user_id.encode():
+                return self._reject(
+                    f"message key {_short(key)} must equal user_id {control.user_id!r}"
+                )
+            self.forget(control.user_id)
+            return None
         try:
             event = decode_event(raw, max_future_skew_s=self.settings.max_future_skew_s)
         except DecodeError as exc:
@@ -204,6 +222,21 @@ class EventProcessor:
         context = item_context(profile)
         if context:
             self.item_updates.append((event.item_id, context))
+
+    def forget(self, user_id: str) -> None:
+        """Delete everything this worker holds about ``user_id``: the profile (a tombstone
+        in its changelog), its taste vector, exploration memory, pending list and
+        impression records, and the user's keys in Redis."""
+        if user_id in self.profiles:
+            del self.profiles[user_id]
+        self._shown.pop(user_id, None)
+        self._last.pop(user_id, None)
+        self.publisher.forget(user_id)
+        self.impressions = [i for i in self.impressions if i["user_id"] != user_id]
+        for kind in USER_KEYS:
+            self.publisher.put(Put(self.settings.key(kind, user_id), None))
+        self.stats.forgotten += 1
+        log.info("forgot user %s", user_id)
 
     def on_item_update(self, value: bytes) -> tuple[str, dict[str, Any]] | None:
         """An item-updates message, on the worker that owns the item: a learning step

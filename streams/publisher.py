@@ -72,6 +72,10 @@ class Publisher:
         if self._oldest is None:
             self._oldest = time.monotonic()
 
+    def forget(self, user_id: str) -> None:
+        """Drop ``user_id``'s pending list (the user asked to be forgotten)."""
+        self._pending.pop(user_id, None)
+
     def put(self, put: Put) -> None:
         """Schedule a non-user key (popular lists, item metadata) for the next flush."""
         self._extra[put.key] = put

@@ -74,7 +74,14 @@ class Settings(BaseSettings):
         description="Redis URL (redis:// or rediss://; may hold a password, never logged).",
     )
     key_prefix: str = Field(default="eddy", description="Prefix of every Redis key Eddy writes.")
-    rec_ttl_s: int = Field(default=7 * 86_400, ge=1, description="TTL of a user's list in Redis.")
+    rec_ttl_s: int = Field(
+        default=7 * 86_400, ge=1, description="TTL of a user's list and profile in Redis."
+    )
+    log_retention_days: float = Field(
+        default=14.0,
+        gt=0,
+        description="Retention of the impressions (exploration log) and dead-letter topics.",
+    )
     flush_interval_ms: int = Field(
         default=20, ge=1, description="Longest a new list waits before it is written to Redis."
     )

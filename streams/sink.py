@@ -12,10 +12,10 @@ import redis.asyncio as aioredis
 
 @dataclass(frozen=True, slots=True)
 class Put:
-    """One key to write: ``value`` with an optional TTL in seconds."""
+    """One key to write: ``value`` with an optional TTL in seconds; ``value=None`` deletes."""
 
     key: str
-    value: bytes
+    value: bytes | None
     ttl_s: int | None = None
 
 
@@ -42,7 +42,10 @@ class RedisSink:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
             for put in puts:
-                pipe.set(put.key, put.value, ex=put.ttl_s)
+                if put.value is None:
+                    pipe.delete(put.key)
+                else:
+                    pipe.set(put.key, put.value, ex=put.ttl_s)
             await pipe.execute()
 
     async def get(self, key: str) -> bytes | None:
@@ -67,6 +70,9 @@ class MemorySink:
             return
         now = time.monotonic()
         for put in puts:
+            if put.value is None:
+                self.data.pop(put.key, None)
+                continue
             expires = None if put.ttl_s is None else now + put.ttl_s
             self.data[put.key] = (put.value, expires)
         self.batches += 1

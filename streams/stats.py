@@ -23,6 +23,8 @@ class WorkerStats:
     dead_letters: int = 0
     duplicates: int = 0
     dlq_errors: int = 0
+    forgotten: int = 0
+    """Users deleted on request (``eddy forget``)."""
     """Dead letters that could not be written (logged with their position)."""
     """Events skipped because their profile already reflected them (replays, retries)."""
     items: int = 0
@@ -80,6 +82,7 @@ class WorkerStats:
             "dead_letters": self.dead_letters,
             "duplicates": self.duplicates,
             "dlq_errors": self.dlq_errors,
+            "forgotten": self.forgotten,
             "items": self.items,
             "lists_published": self.lists_published,
             "redis_errors": self.redis_errors,

@@ -12,8 +12,6 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DLQ_RETENTION_MS = 14 * 86_400_000
-
 
 @dataclass(frozen=True)
 class TopicSpec:
@@ -27,6 +25,7 @@ class TopicSpec:
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """The source and dead-letter topics (Faust creates its own changelog topics)."""
+    retention = {"retention.ms": str(round(settings.log_retention_days * 86_400_000))}
     return [
         TopicSpec(
             settings.topic_events, settings.events_partitions, {}, "user events, key user_id"
@@ -46,13 +45,13 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(
             settings.topic_impressions,
             settings.events_partitions,
-            {"retention.ms": str(DLQ_RETENTION_MS)},
+            retention,
             "published lists with propensities, key user_id",
         ),
         TopicSpec(
             settings.topic_dlq,
             settings.dlq_partitions,
-            {"retention.ms": str(DLQ_RETENTION_MS)},
+            retention,
             "dead letters: original bytes, reason in headers",
         ),
     ]

@@ -80,6 +80,17 @@ def test_empty_batch_writes_nothing(with_sink: Callable[[Body], object]) -> None
     assert with_sink(body) is None
 
 
+def test_a_none_value_deletes_the_key(with_sink: Callable[[Body], object]) -> None:
+    k, other = key(), key()
+
+    async def body(sink: RecSink) -> object:
+        await sink.write([Put(k, b"v1"), Put(other, b"kept")])
+        await sink.write([Put(k, None), Put(key(), None)])  # deleting a missing key is fine
+        return await sink.get(k), await sink.get(other)
+
+    assert with_sink(body) == (None, b"kept")
+
+
 def test_redis_sink_sets_ttl(endpoints: Endpoints) -> None:
     k = key()
     s = RedisSink(endpoints.redis_url)

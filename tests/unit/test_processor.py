@@ -316,3 +316,39 @@ def test_first_render_refreshes_popularity_without_waiting_for_the_timer(world: 
     assert world.proc.global_top == [("a1", 1.0), ("x", 0.125)]
     doc = world.reclist("t:rec:u1")
     assert [(i.item_id, i.reason) for i in doc.items] == [("a1", "trending")]
+
+
+def test_forget_control_message_deletes_the_user(world: World) -> None:
+    world.item("i1", "Action")
+    assert world.event("click", "u1", "i1", T0) is None
+    assert world.event("click", "u2", "i1", T0 + 1) is None
+    world.flush()
+    assert world.get("t:rec:u1") is not None
+    forget = json.dumps({"type": "forget", "user_id": "u1"}).encode()
+    assert world.proc.on_event(forget, b"u1") is None
+    world.flush()
+    assert "u1" not in world.profiles
+    assert world.get("t:rec:u1") is None
+    assert world.get("t:profile:u1") is None
+    assert world.get("t:rec:u2") is not None
+    assert world.proc.stats.forgotten == 1
+    # the control message must be keyed by its user, like events
+    rejected = world.proc.on_event(forget, b"u2")
+    assert isinstance(rejected, Rejected)
+    assert "must equal user_id" in rejected.reason
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"type": "forget"}',
+        b'{"type": "forget", "user_id": "bad id"}',
+        b'{"type": "forget", "user_id": "u1", "extra": 1}',
+        b'{"type": "click", "user_id": "forget", "item_id": "i", "ts": 1700000000}',
+        b"not json forget",
+    ],
+)
+def test_only_a_well_formed_forget_is_a_control_message(raw: bytes) -> None:
+    from models.events import decode_control
+
+    assert decode_control(raw) is None
