@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -64,12 +65,36 @@ class EddyApp:
     items_agent: Any
 
 
+def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+    """Faust (aiokafka) credentials for the configured Kafka security protocol."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context = None
+    if protocol.endswith("SSL"):
+        cafile = settings.kafka_ssl_cafile
+        context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+        if settings.kafka_ssl_certfile is not None:
+            keyfile = settings.kafka_ssl_keyfile
+            context.load_cert_chain(str(settings.kafka_ssl_certfile), keyfile and str(keyfile))
+    if protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password.get_secret_value(),
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=context,
+        )
+    assert context is not None
+    return faust.SSLCredentials(context)
+
+
 def faust_app(settings: Settings) -> faust.App:
     """A Faust app configured from settings (aiokafka transport, in-memory stores)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=broker_credentials(settings),
         store="memory://",
         datadir=str(settings.data_dir),
         topic_partitions=settings.events_partitions,

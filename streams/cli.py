@@ -12,6 +12,7 @@ from rich.table import Table
 
 from infra import devstack
 from streams.evaluate import evaluate_command
+from streams.forget import forget_command
 from streams.settings import Settings, load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -130,6 +131,7 @@ def replay(
             dataset,
             rate=rate,
             limit=limit,
+            producer_extra=dict(settings.kafka_security()),
         )
     except RuntimeError as exc:
         raise _fail(str(exc)) from exc
@@ -235,6 +237,37 @@ def demo(
     raise typer.Exit(code=run_demo(console, n_users=users))
 
 
+@app.command()
+def bench(
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the results to this JSON file.")
+    ] = None,
+    events: Annotated[
+        int | None, typer.Option(min=1, help="Events of the throughput run (default 10,000).")
+    ] = None,
+    retrieval_sizes: Annotated[
+        str | None,
+        typer.Option(help="Retrieval catalogue sizes, comma-separated [10000,100000,1000000]."),
+    ] = None,
+    freshness_rate: Annotated[
+        float | None,
+        typer.Option(min=1, help="Events/s of the freshness run (default: 1/4 of throughput)."),
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Smoke run: 2,000 events, 10k items, under a minute.")
+    ] = False,
+) -> None:
+    """Measure throughput, freshness, Redis reads, retrieval and RSS against the targets."""
+    from streams.bench import main as run_bench
+    from streams.bench import make_config
+
+    try:
+        config = make_config(quick, events, retrieval_sizes, freshness_rate)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    raise typer.Exit(code=run_bench(console, config, json_path))
+
+
 @dev.command("up")
 def dev_up() -> None:
     """Start the broker and redis-server on free ports; record them in .eddy/dev.env."""
@@ -265,6 +298,7 @@ def dev_status() -> None:
 
 
 app.command("evaluate")(evaluate_command)
+app.command("forget")(forget_command)
 
 
 def main() -> None:

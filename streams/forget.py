@@ -13,8 +13,8 @@ from rich.console import Console
 
 from models.events import is_valid_id
 from streams.processor import USER_KEYS
+from streams.replay import producer_config
 from streams.settings import Settings, load_settings
-from streams.topics import admin_config
 
 console = Console()
 err = Console(stderr=True)
@@ -22,7 +22,8 @@ err = Console(stderr=True)
 
 def send_forget(settings: Settings, user_id: str, timeout_s: float = 30.0) -> None:
     """Produce the ``forget`` control message for ``user_id`` (keyed like their events)."""
-    producer = Producer(admin_config(settings))
+    # the events' producer settings (murmur2), so the message shares the user's partition
+    producer = Producer(producer_config(settings.kafka_bootstrap, **settings.kafka_security()))
     body = json.dumps({"type": "forget", "user_id": user_id}).encode()
     producer.produce(settings.topic_events, key=user_id.encode(), value=body)
     if producer.flush(timeout_s) > 0:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,6 +42,25 @@ class Settings(BaseSettings):
     # --- Kafka -----------------------------------------------------------------------
     kafka_bootstrap: str = Field(
         default="127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]."
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="Kafka security protocol for every Eddy client."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        default="PLAIN", description="SASL mechanism (with a SASL_* protocol)."
+    )
+    kafka_sasl_username: str = Field(default="", description="SASL user name.")
+    kafka_sasl_password: SecretStr = Field(
+        default=SecretStr(""), description="SASL password (never logged)."
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="CA bundle to verify the brokers (SSL, SASL_SSL)."
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="Client certificate for mutual TLS (PEM)."
+    )
+    kafka_ssl_keyfile: Path | None = Field(
+        default=None, description="Client private key for mutual TLS (PEM)."
     )
     app_id: str = Field(
         default="eddy",
@@ -176,6 +195,27 @@ class Settings(BaseSettings):
     def variant_list(self) -> list[Variant]:
         """The configured variants as ``models.variants.Variant`` (empty: no experiment)."""
         return [Variant(name, v.share, v.epsilon, v.diversity) for name, v in self.variants.items()]
+
+    def kafka_security(self) -> dict[str, str]:
+        """librdkafka (confluent-kafka) settings for the configured security protocol."""
+        out: dict[str, str] = {"security.protocol": self.kafka_security_protocol}
+        if self.kafka_security_protocol.startswith("SASL"):
+            out["sasl.mechanism"] = self.kafka_sasl_mechanism
+            out["sasl.username"] = self.kafka_sasl_username
+            out["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        if self.kafka_security_protocol.endswith("SSL"):
+            for name, path in (
+                ("ssl.ca.location", self.kafka_ssl_cafile),
+                ("ssl.certificate.location", self.kafka_ssl_certfile),
+                ("ssl.key.location", self.kafka_ssl_keyfile),
+            ):
+                if path is not None:
+                    out[name] = str(path)
+        return out
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """Plain Kafka client settings shared by Eddy's admin, producer and consumers."""
+        return {"bootstrap.servers": self.kafka_bootstrap, **self.kafka_security()}
 
     def key(self, *parts: str) -> str:
         """A Redis key under ``key_prefix``: ``key("rec", "u1") == "eddy:rec:u1"``."""

@@ -224,3 +224,50 @@ def test_env_vars_beat_the_env_file(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     (state / "dev.env").write_text("EDDY_REC_SIZE=9\n")
     monkeypatch.setenv("EDDY_REC_SIZE", "11")
     assert load_settings(state_dir=state).rec_size == 11
+
+
+def test_kafka_security_reaches_every_client_and_the_password_stays_hidden(
+    tmp_path: Path,
+) -> None:
+    import ssl
+
+    import faust
+
+    from streams.app import broker_credentials
+    from streams.topics import admin_config
+
+    plain = Settings(_env_file=None)
+    assert plain.kafka_client_config() == {
+        "bootstrap.servers": "127.0.0.1:9092",
+        "security.protocol": "PLAINTEXT",
+    }
+    assert broker_credentials(plain) is None
+    secure = Settings(
+        _env_file=None,
+        kafka_bootstrap="broker:9093",
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_sasl_username="eddy",
+        kafka_sasl_password=SecretStr("s3cret"),
+    )
+    assert admin_config(secure) == {
+        "bootstrap.servers": "broker:9093",
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "eddy",
+        "sasl.password": "s3cret",
+    }
+    creds = broker_credentials(secure)
+    assert isinstance(creds, faust.SASLCredentials)
+    assert creds.username == "eddy"
+    assert isinstance(creds.ssl_context, ssl.SSLContext)
+    shown = json.dumps(secure.safe_dict())
+    assert "s3cret" not in shown
+    assert "s3cret" not in repr(secure)
+    tls = Settings(
+        _env_file=None, kafka_security_protocol="SSL", kafka_ssl_cafile=tmp_path / "ca.pem"
+    )
+    assert tls.kafka_security() == {
+        "security.protocol": "SSL",
+        "ssl.ca.location": str(tmp_path / "ca.pem"),
+    }
