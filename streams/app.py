@@ -23,6 +23,7 @@ from streams.metrics import register as register_metrics
 from streams.page import register_page
 from streams.processor import EventProcessor, Rejected, stats_mapping
 from streams.settings import Settings
+from streams.topics import MAX_MESSAGE_BYTES
 from streams.sink import RecSink, RedisSink
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ def faust_app(settings: Settings) -> faust.App:
         value_serializer="raw",
         autodiscover=False,
         producer_linger=0.005,
+        producer_max_request_size=MAX_MESSAGE_BYTES,
     )
 
 

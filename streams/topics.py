@@ -12,6 +12,11 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
+MAX_MESSAGE_BYTES = 2 * 1024 * 1024
+"""Largest message Eddy produces, and the dead-letter topic's ``max.message.bytes``: twice
+Kafka's default, so anything a broker accepted on the events topic fits in the DLQ with
+its reason headers."""
+
 
 @dataclass(frozen=True)
 class TopicSpec:
@@ -51,7 +56,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(
             settings.topic_dlq,
             settings.dlq_partitions,
-            retention,
+            {**retention, "max.message.bytes": str(MAX_MESSAGE_BYTES)},
             "dead letters: original bytes, reason in headers",
         ),
     ]
