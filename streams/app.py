@@ -23,8 +23,8 @@ from streams.metrics import register as register_metrics
 from streams.page import register_page
 from streams.processor import EventProcessor, Rejected, stats_mapping
 from streams.settings import Settings
-from streams.topics import MAX_MESSAGE_BYTES
 from streams.sink import RecSink, RedisSink
+from streams.topics import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
