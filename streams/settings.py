@@ -225,6 +225,8 @@ class Settings(BaseSettings):
         """``EDDY_*`` variables that reproduce these settings in a child process."""
         env = {}
         for name, value in self.model_dump(mode="json").items():
+            if value is None:
+                continue  # unset: the child falls back to the same default
             if isinstance(getattr(self, name), SecretStr):
                 value = getattr(self, name).get_secret_value()
             text = json.dumps(value) if isinstance(value, dict | list) else str(value)
