@@ -16,6 +16,9 @@ $(VENV)/.installed: pyproject.toml infra/bootstrap.sh
 demo: setup ## Run the demo: embedded stack, MovieLens replay, lists before/after
 	$(BIN)/eddy demo
 
+bench: setup ## Benchmarks vs targets on the embedded stack (2-5 min): bench-latest.json
+	$(BIN)/eddy bench --json bench-latest.json
+
 lint: setup ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

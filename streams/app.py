@@ -196,7 +196,9 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
     async def publish() -> None:
         """Write pending lists to Redis, then log what was published to the impressions topic."""
         await publisher.flush()
-        for update in processor.drain_quality():
+        quality = processor.drain_quality()
+        processor.stats.item_updates_sent += len(quality)
+        for update in quality:
             await item_updates_topic.send(
                 key=update["item_id"].encode(), value=json.dumps(update).encode()
             )

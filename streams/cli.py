@@ -251,7 +251,7 @@ def bench(
     ] = None,
     freshness_rate: Annotated[
         float | None,
-        typer.Option(min=1, help="Events/s of the freshness run (default: 1/4 of throughput)."),
+        typer.Option(min=1, help="Events/s of the freshness run (default: 1/10 of throughput)."),
     ] = None,
     quick: Annotated[
         bool, typer.Option("--quick", help="Smoke run: 2,000 events, 10k items, under a minute.")
@@ -299,6 +299,18 @@ def dev_status() -> None:
 
 app.command("evaluate")(evaluate_command)
 app.command("forget")(forget_command)
+
+
+@app.command()
+def soak(
+    minutes: Annotated[float, typer.Option(min=0.1, help="How long the load runs.")] = 10.0,
+    rate: Annotated[float, typer.Option(min=1, help="Events per second.")] = 300.0,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+) -> None:
+    """Sustained load on the embedded stack: worker RSS and consumer lag over time."""
+    from streams.soak import SoakConfig, run_soak
+
+    raise typer.Exit(code=run_soak(console, SoakConfig(minutes=minutes, rate=rate), json_path))
 
 
 def main() -> None:
