@@ -138,6 +138,7 @@ def _reason(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors(include_url=False, include_input=False)[:5]:
         loc = ".".join(str(p) for p in err["loc"]) or "payload"
+        loc = loc.encode("unicode_escape").decode("ascii")[:100]  # field names are input
         parts.append(f"{loc}: {err['msg']}")
     return "; ".join(parts)
 

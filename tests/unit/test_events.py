@@ -443,3 +443,11 @@ def test_encode_is_compact_and_round_trips_all_fields() -> None:
     wire = encode(event)
     assert b" " not in wire
     assert decode_event(wire, now=NOW) == event
+
+
+def test_a_reason_never_carries_control_characters_from_the_payload() -> None:
+    raw = b'{"type": "click", "user_id": "u", "item_id": "i", "ts": 1700000000, "a\\nFAKE LOG": 1}'
+    with pytest.raises(DecodeError) as caught:
+        decode_event(raw)
+    assert "\n" not in caught.value.reason
+    assert caught.value.reason.startswith(r"a\nFAKE LOG: ")
