@@ -17,6 +17,7 @@ import faust
 import redis.asyncio as aioredis
 
 from models.artefact import ModelArtefact, latest, load
+from streams.logs import logging_config
 from streams.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from streams.metrics import exposition
 from streams.metrics import register as register_metrics
@@ -352,5 +353,7 @@ def load_prior(settings: Settings) -> ModelArtefact | None:
 def run_worker(settings: Settings) -> None:
     """Run one worker in the foreground until SIGINT/SIGTERM."""
     eddy = build_app(settings)
-    worker = faust.Worker(eddy.app, loglevel=settings.log_level)
+    worker = faust.Worker(
+        eddy.app, loglevel=settings.log_level, logging_config=logging_config(settings)
+    )
     worker.execute_from_commandline()

@@ -169,6 +169,9 @@ class Settings(BaseSettings):
         default=Path(".eddy/worker"), description="Worker's local state directory."
     )
     log_level: str = Field(default="info", description="Worker log level.")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Worker log lines: text, or one JSON object per line."
+    )
     state_dir: Path = Field(
         default=Path(".eddy"),
         description="Where `eddy dev up` records the embedded stack (dev.env, dev.json).",
