@@ -138,9 +138,10 @@ def test_two_workers_share_item_vectors_learned_online(
             if b"item_vectors_digest" not in stats:
                 return None
             out.append((int(stats[b"online_item_vectors"]), stats[b"item_vectors_digest"].decode()))
-        both_busy = all(
-            float(r.hget(trained.key("stats", s.worker_id), "events_total") or 0) > 0
+        both_busy = all(  # each worker took events and published its users' lists
+            float(r.hget(trained.key("stats", s.worker_id), field) or 0) > 0
             for s in workers
+            for field in ("events_total", "lists_published")
         )
         same = out[0] == out[1] and out[0][0] > 0
         return out if same and both_busy else None
