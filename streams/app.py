@@ -23,6 +23,7 @@ from streams.metrics import exposition
 from streams.metrics import register as register_metrics
 from streams.page import register_page
 from streams.processor import EventProcessor, Rejected, stats_mapping
+from streams.redisclient import async_client
 from streams.settings import Settings
 from streams.sink import RecSink, RedisSink
 from streams.topics import MAX_MESSAGE_BYTES
@@ -166,7 +167,12 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
     redis_url = settings.redis_url.get_secret_value()
     prior = load_prior(settings)
     processor = EventProcessor(
-        settings, profiles, catalog, popularity, sink or RedisSink(redis_url), prior=prior
+        settings,
+        profiles,
+        catalog,
+        popularity,
+        sink or RedisSink(redis_url, cluster=settings.redis_cluster),
+        prior=prior,
     )
     publisher = processor.publisher
 
@@ -261,7 +267,7 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
     async def refresh_popular() -> None:
         processor.refresh_popular()
 
-    stats_redis = aioredis.Redis.from_url(redis_url, socket_timeout=5)
+    stats_redis = async_client(settings, socket_timeout=5)
     events_topic_name = settings.topic_events
 
     def measure_lag() -> None:

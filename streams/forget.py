@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated
+from typing import Annotated, cast
 
 import redis
 import typer
@@ -13,6 +13,7 @@ from rich.console import Console
 
 from models.events import is_valid_id
 from streams.processor import USER_KEYS
+from streams.redisclient import sync_client
 from streams.replay import producer_config
 from streams.settings import Settings, load_settings
 
@@ -55,7 +56,7 @@ def forget_command(
     console.print(f"sent forget for {user_id} to {settings.topic_events}")
     if wait <= 0:
         return
-    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    client = cast(redis.Redis, sync_client(settings))  # same commands on a cluster client
     deadline = time.monotonic() + wait
     try:
         while (left := remaining_keys(client, settings, user_id)) and time.monotonic() < deadline:

@@ -24,6 +24,7 @@ from faust.web import Request, Response, View
 
 from models.events import is_valid_id
 from models.recs import POPULAR_USER
+from streams.redisclient import AsyncClient, async_client
 from streams.settings import Settings
 
 PAGE_FILE = "live.html"
@@ -69,17 +70,13 @@ class PageData:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._client: aioredis.Redis | None = None
+        self._client: AsyncClient | None = None
 
     @property
-    def client(self) -> aioredis.Redis:
+    def client(self) -> AsyncClient:
         """The Redis client, created on first use (in the worker's event loop)."""
         if self._client is None:
-            self._client = aioredis.Redis.from_url(
-                self.settings.redis_url.get_secret_value(),
-                socket_timeout=5,
-                decode_responses=True,
-            )
+            self._client = async_client(self.settings, socket_timeout=5, decode_responses=True)
         return self._client
 
     async def close(self) -> None:

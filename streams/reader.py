@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import redis
 
 from models.recs import POPULAR_USER, RecList
+from streams.redisclient import sync_client
 from streams.settings import Settings
 
 
@@ -21,7 +23,9 @@ class Lookup:
 
 
 def connect(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5)
+    """A blocking client; with ``redis_cluster``, a cluster client with the same commands."""
+    # TODO: annotate the clients taken here and in demo/bench as ``SyncClient``, drop the cast
+    return cast(redis.Redis, sync_client(settings, socket_timeout=5))
 
 
 def read_list(client: redis.Redis, settings: Settings, user_id: str) -> Lookup:

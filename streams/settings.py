@@ -92,6 +92,10 @@ class Settings(BaseSettings):
         default=SecretStr("redis://127.0.0.1:6379/0"),
         description="Redis URL (redis:// or rediss://; may hold a password, never logged).",
     )
+    redis_cluster: bool = Field(
+        default=False,
+        description="Connect to a Redis Cluster (EDDY_REDIS_URL names any node).",
+    )
     key_prefix: str = Field(default="eddy", description="Prefix of every Redis key Eddy writes.")
     rec_ttl_s: int = Field(
         default=7 * 86_400, ge=1, description="TTL of a user's list and profile in Redis."

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import redis.asyncio as aioredis
+from streams.redisclient import async_client_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,9 +32,10 @@ class RecSink(Protocol):
 class RedisSink:
     """Writes each batch in one non-transactional pipeline (cluster-friendly)."""
 
-    def __init__(self, url: str, *, socket_timeout_s: float = 5.0) -> None:
-        self._redis = aioredis.Redis.from_url(
-            url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s
+    def __init__(self, url: str, *, cluster: bool = False, socket_timeout_s: float = 5.0) -> None:
+        """A sink on the Redis at ``url``; ``cluster``: a Redis Cluster, ``url`` any node."""
+        self._redis = async_client_for(
+            url, cluster, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s
         )
 
     async def write(self, puts: Sequence[Put]) -> None:
