@@ -35,6 +35,8 @@ def isolated_settings(endpoints: Endpoints, tmp: Path, **overrides: Any) -> Sett
         "topic_events": f"{tag}.events",
         "topic_items": f"{tag}.items",
         "topic_dlq": f"{tag}.events.dlq",
+        "topic_item_updates": f"{tag}.item-updates",
+        "topic_impressions": f"{tag}.impressions",
         "events_partitions": 2,
         "key_prefix": tag,
         "web_port": free_port(),
