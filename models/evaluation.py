@@ -43,7 +43,9 @@ from models.protocols import (
     evaluate_holdout,
     evaluate_prequential,
     holdout_split,
+    items_by_user,
     temporal_split,
+    time_key,
 )
 
 Protocol = Literal["prequential", "holdout-user", "holdout-item", "temporal", "temporal-user"]
@@ -105,7 +107,7 @@ def split(
 ) -> tuple[list[Event], list[Event]]:
     """``(train, test)`` for the protocol (prequential: ``(warm-up, scored tail)``)."""
     if test is not None:
-        return sorted(events, key=_key), sorted(test, key=_key)
+        return sorted(events, key=time_key), sorted(test, key=time_key)
     if cfg.protocol in ("holdout-user", "holdout-item"):
         by: Literal["user", "item"] = "user" if cfg.protocol == "holdout-user" else "item"
         return holdout_split(events, ratio=cfg.fraction, seed=cfg.seed, by=by)
@@ -120,9 +122,8 @@ def evaluate(
 ) -> dict[str, dict[str, float]]:
     """Metrics per model. ``test`` gives a fixed test set (``dataset`` is then the train)."""
     train, held = split(dataset.events, cfg, test)
-    if cfg.protocol == "prequential" and cfg.max_events is not None and len(held) > cfg.max_events:
-        cut = len(held) - cfg.max_events
-        train, held = train + held[:cut], held[cut:]
+    if cfg.protocol == "prequential":
+        train, held = _capped(train, held, cfg.max_events)
     catalog = {i.item_id for i in dataset.items} | {e.item_id for e in (*train, *held)}
     similarity = None
     if cfg.protocol != "prequential":
@@ -164,8 +165,14 @@ def _of_total(report: Callable[[int, int], None], total: int) -> Callable[[int],
     return lambda done: report(done, total)
 
 
-def _key(event: Event) -> tuple[float, str, str]:
-    return (event.ts, event.user_id, event.item_id)
+def _capped(
+    train: list[Event], held: list[Event], max_events: int | None
+) -> tuple[list[Event], list[Event]]:
+    """Only the latest ``max_events`` of ``held`` are scored; the rest join ``train``."""
+    if max_events is None or len(held) <= max_events:
+        return train, held
+    cut = len(held) - max_events
+    return train + held[:cut], held[cut:]
 
 
 def _cosine(model: EddyRecommender) -> Callable[[str, str], float]:
@@ -225,18 +232,15 @@ def bandit_replay(
 
     Rewards are attributed as in the worker: an event on an item of the user's logged
     list is a click on that list (impressions and rewards feed item quality)."""
-    train, held = split(dataset.events, replace(cfg, protocol="temporal"), test)
-    if cfg.max_events is not None and len(held) > cfg.max_events:
-        cut = len(held) - cfg.max_events
-        train, held = train + held[:cut], held[cut:]
+    train, held = _capped(
+        *split(dataset.events, replace(cfg, protocol="temporal"), test), cfg.max_events
+    )
     k = max(cfg.ks)
     model = EddyRecommender(dataset.items, replace(cfg.engine, online=True))
     model.fit(train)
     explore = EpsilonGreedyRanker(EpsilonSchedule(epsilon), random.Random(cfg.seed))
     greedy = EpsilonGreedyRanker(GREEDY, random.Random(cfg.seed))
-    seen: dict[str, set[str]] = {}
-    for e in train:
-        seen.setdefault(e.user_id, set()).add(e.item_id)
+    seen = items_by_user(train)
     log = BanditLog()
     report = _reporter(progress, f"bandit ε={epsilon}")
     for n, event in enumerate(held, 1):

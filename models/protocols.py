@@ -25,7 +25,7 @@ from models.metrics import MetricAccumulator, catalog_coverage, intra_list_diver
 Split = tuple[list[Event], list[Event]]
 
 
-def _time_key(event: Event) -> tuple[float, str, str]:
+def time_key(event: Event) -> tuple[float, str, str]:
     return (event.ts, event.user_id, event.item_id)
 
 
@@ -60,7 +60,7 @@ def holdout_split(
     if by not in ("user", "item"):
         raise ValueError(f"by must be 'user' or 'item', not {by!r}")
     groups: dict[str, list[Event]] = defaultdict(list)
-    for event in sorted(events, key=_time_key):
+    for event in sorted(events, key=time_key):
         groups[event.user_id if by == "user" else event.item_id].append(event)
     rng = random.Random(seed)
     train: list[Event] = []
@@ -70,7 +70,7 @@ def holdout_split(
         held = set(rng.sample(range(len(group)), _n_test(len(group), ratio)))
         for i, event in enumerate(group):
             (test if i in held else train).append(event)
-    return sorted(train, key=_time_key), sorted(test, key=_time_key)
+    return sorted(train, key=time_key), sorted(test, key=time_key)
 
 
 def temporal_split(events: Sequence[Event], *, fraction: float, per_user: bool = False) -> Split:
@@ -85,7 +85,7 @@ def temporal_split(events: Sequence[Event], *, fraction: float, per_user: bool =
     if not per_user:
         return split_by_time(events, fraction)
     by_user: dict[str, list[Event]] = defaultdict(list)
-    for event in sorted(events, key=_time_key):
+    for event in sorted(events, key=time_key):
         by_user[event.user_id].append(event)
     train: list[Event] = []
     test: list[Event] = []
@@ -93,10 +93,10 @@ def temporal_split(events: Sequence[Event], *, fraction: float, per_user: bool =
         cut = len(user_events) - _n_test(len(user_events), fraction)
         train += user_events[:cut]
         test += user_events[cut:]
-    return sorted(train, key=_time_key), sorted(test, key=_time_key)
+    return sorted(train, key=time_key), sorted(test, key=time_key)
 
 
-def _items_by_user(events: Sequence[Event]) -> dict[str, set[str]]:
+def items_by_user(events: Sequence[Event]) -> dict[str, set[str]]:
     out: dict[str, set[str]] = defaultdict(set)
     for event in events:
         out[event.user_id].add(event.item_id)
@@ -130,8 +130,8 @@ def evaluate_holdout(
     """
     cutoffs = _check_ks(ks)
     model.fit(train)
-    seen = _items_by_user(train)
-    relevant = _items_by_user(test)
+    seen = items_by_user(train)
+    relevant = items_by_user(test)
     accumulator = MetricAccumulator(ks=cutoffs)
     lists: list[list[str]] = []
     cold = 0
@@ -195,7 +195,7 @@ def evaluate_prequential(
     cutoffs = _check_ks(ks)
     if not 0 <= warmup <= len(events):
         raise ValueError(f"warmup must be between 0 and {len(events)} events, got {warmup}")
-    ordered = sorted(events, key=_time_key)
+    ordered = sorted(events, key=time_key)
     model.fit(ordered[:warmup])
     seen: dict[str, set[str]] = defaultdict(set)
     if exclude_seen:

@@ -270,25 +270,25 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
     stats_redis = async_client(settings, socket_timeout=5)
     events_topic_name = settings.topic_events
 
-    def measure_lag() -> None:
+    def measure_lag() -> int:
+        """Record the lag of each events partition this worker owns; return how many."""
+        owned = [tp for tp in app.assignor.assigned_actives() if tp.topic == events_topic_name]
         lags: dict[int, int] = {}
-        for tp in app.assignor.assigned_actives():
-            if tp.topic == events_topic_name:
-                end = app.consumer.highwater(tp)
-                if end is not None and end >= 0:
-                    read = read_offsets.get(tp.partition)
-                    lags[tp.partition] = max(0, end - (read + 1 if read is not None else 0))
+        for tp in owned:
+            end = app.consumer.highwater(tp)
+            if end is not None and end >= 0:
+                read = read_offsets.get(tp.partition)
+                lags[tp.partition] = max(0, end - (read + 1 if read is not None else 0))
         processor.stats.consumer_lag = {events_topic_name: lags}
+        return len(owned)
 
     @app.timer(STATS_INTERVAL_S, name="eddy.stats")
     async def write_stats() -> None:
         key = settings.key("stats", settings.worker_id)
-        measure_lag()
+        owned = measure_lag()
         try:
             fields: Any = dict(stats_mapping(processor.stats, settings.worker_id, processor.items))
-            fields["events_partitions"] = str(
-                sum(1 for tp in app.assignor.assigned_actives() if tp.topic == events_topic_name)
-            )
+            fields["events_partitions"] = str(owned)
             await stats_redis.hset(key, mapping=fields)
             await stats_redis.expire(key, 3600)
         except aioredis.RedisError as exc:

@@ -101,26 +101,24 @@ def replay(
     items_path: Annotated[Path | None, typer.Option(help="Table format: item file.")] = None,
 ) -> None:
     """Produce a dataset's catalog and events to Kafka in time order."""
-    from models.datasets import detect_format, load_dataset
+    from models.datasets import RatingMapping
+    from streams.evaluate import load, table_options
     from streams.replay import replay as do_replay
 
     settings = _settings()
-    options = {}
-    resolved = detect_format(path) if fmt == "auto" and path.exists() else fmt
-    if resolved == "table":
-        options = {
-            "user_col": user_col,
-            "item_col": item_col,
-            "time_col": time_col,
-            "type_col": type_col,
-            "rating_col": rating_col,
-            "time_format": time_format,
-            "items_path": items_path,
-        }
-    try:
-        dataset = load_dataset(path, fmt, **options)
-    except (OSError, ValueError) as exc:
-        raise _fail(f"cannot read {path}: {exc}") from exc
+    mapping = RatingMapping()
+    options = table_options(
+        user_col,
+        item_col,
+        time_col,
+        type_col,
+        rating_col,
+        mapping.purchase_at,
+        mapping.click_at,
+        time_format,
+        items_path,
+    )
+    dataset = load(path, fmt, options)
     if dataset.skipped:
         err.print(f"skipped {dataset.skipped} invalid rows: {dataset.skip_reasons}")
     try:

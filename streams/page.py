@@ -190,27 +190,22 @@ def register_page(app: faust.App, settings: Settings) -> None:
 
         async def get(self, request: Request, user_id: str) -> Response:
             if not is_valid_id(user_id):
-                return self.json(
-                    {
-                        "error": "invalid user id: use 1-128 characters of A-Z a-z 0-9 . _ @ -,"
-                        " starting with a letter or digit"
-                    },
-                    status=400,
-                    headers=dict(API_HEADERS),
+                return _error(
+                    self,
+                    400,
+                    "invalid user id: use 1-128 characters of A-Z a-z 0-9 . _ @ -,"
+                    " starting with a letter or digit",
                 )
             try:
                 recs = await data.recs(user_id)
             except aioredis.RedisError as exc:
                 return _redis_error(self, exc)
             if recs is None:
-                return self.json(
-                    {
-                        "error": f"no recommendations for user {user_id!r}: unknown user, "
-                        "or their list expired",
-                        "user_id": user_id,
-                    },
-                    status=404,
-                    headers=dict(API_HEADERS),
+                return _error(
+                    self,
+                    404,
+                    f"no recommendations for user {user_id!r}: unknown user, or their list expired",
+                    user_id=user_id,
                 )
             return self.json(recs, headers=dict(API_HEADERS))
 
@@ -224,11 +219,7 @@ def register_page(app: faust.App, settings: Settings) -> None:
             except ValueError:
                 n = 0
             if not 1 <= n <= USERS_MAX:
-                return self.json(
-                    {"error": f"n must be an integer from 1 to {USERS_MAX}"},
-                    status=400,
-                    headers=dict(API_HEADERS),
-                )
+                return _error(self, 400, f"n must be an integer from 1 to {USERS_MAX}")
             try:
                 users = await data.users(n)
             except aioredis.RedisError as exc:
@@ -260,10 +251,13 @@ def register_page(app: faust.App, settings: Settings) -> None:
     app.on_before_shutdown.connect(close)
 
 
-def _redis_error(view: View, exc: Exception) -> Response:
+def _error(view: View, status: int, message: str, **extra: str) -> Response:
+    """A JSON error body ``{"error": message, **extra}`` with the API headers."""
     response: Response = view.json(
-        {"error": f"Redis is unavailable: {type(exc).__name__}"},
-        status=503,
-        headers=dict(API_HEADERS),
+        {"error": message, **extra}, status=status, headers=dict(API_HEADERS)
     )
     return response
+
+
+def _redis_error(view: View, exc: Exception) -> Response:
+    return _error(view, 503, f"Redis is unavailable: {type(exc).__name__}")

@@ -12,7 +12,7 @@ import logging
 import random
 import secrets
 import time
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -25,6 +25,7 @@ from models.events import (
     DecodeError,
     Event,
     EventType,
+    ForgetUser,
     decode_control,
     decode_event,
     decode_item,
@@ -145,7 +146,7 @@ class EventProcessor:
         """User -> (rec_id, items, variant) of their last list, for attribution."""
         self.item_updates: list[tuple[str, list[str]]] = []
         """(item_id, the user's other recent items) awaiting the item-updates topic."""
-        self.quality_deltas: dict[str, list[float]] = {}
+        self.quality_deltas: defaultdict[str, list[float]] = defaultdict(_no_counts)
         """Item -> [impressions, rewards] not yet sent to the item's owner (``drain_quality``)."""
         self.impressions: list[dict[str, Any]] = []
         """Published lists awaiting the impressions topic (drained by the app)."""
@@ -160,24 +161,21 @@ class EventProcessor:
     ) -> Rejected | None:
         """Apply one ``eddy.events`` message (at ``(partition, offset)``, if known);
         return ``Rejected`` for the DLQ. A replayed or duplicate event is skipped."""
-        control = decode_control(raw)
-        if control is not None:
-            if key is None or key != control.user_id.encode():
-                return self._reject(
-                    f"message key {_short(key)} must equal user_id {control.user_id!r}"
-                )
-            self.forget(control.user_id)
-            return None
-        try:
-            event = decode_event(raw, max_future_skew_s=self.settings.max_future_skew_s)
-        except DecodeError as exc:
-            return self._reject(exc.reason)
-        if key is None or key != event.user_id.encode():
+        message: Event | ForgetUser | None = decode_control(raw)
+        if message is None:
+            try:
+                message = decode_event(raw, max_future_skew_s=self.settings.max_future_skew_s)
+            except DecodeError as exc:
+                return self._reject(exc.reason)
+        if key is None or key != message.user_id.encode():
             return self._reject(
-                f"message key {_short(key)} must equal user_id {event.user_id!r} "
+                f"message key {_short(key)} must equal user_id {message.user_id!r} "
                 "(events are partitioned by user)"
             )
-        self.apply(event, produced_at, at)
+        if isinstance(message, ForgetUser):
+            self.forget(message.user_id)
+        else:
+            self.apply(message, produced_at, at)
         return None
 
     def apply(
@@ -185,7 +183,6 @@ class EventProcessor:
     ) -> UserProfile | None:
         """Update profile and popularity with a valid event and schedule the user's list;
         None (and nothing changed) if the event was already applied."""
-        categories = self._categories(event.item_id)
         stored = self.profiles.get(event.user_id)
         before = UserProfile.from_dict(stored) if stored else None
         duplicate = already_applied(before, event, at)
@@ -193,6 +190,7 @@ class EventProcessor:
             self.stats.duplicates += 1
             log.debug("skipping %s's event: %s", event.user_id, duplicate)
             return None
+        categories = self._categories(event.item_id)
         item_vector = self.items.vector(event.item_id) if self.items is not None else None
         profile = mark_applied(
             learn_profile(before, event, categories, self.cfg, item_vector), event, at
@@ -214,7 +212,7 @@ class EventProcessor:
         assert self.items is not None
         last = self._last.get(event.user_id)
         if event.rec_id and last and last[0] == event.rec_id and event.item_id in last[1]:
-            self._quality_delta(event.item_id)[1] += REWARDS.get(event.type, 0.0)
+            self.quality_deltas[event.item_id][1] += REWARDS.get(event.type, 0.0)
             if event.type is EventType.CLICK:
                 self.stats.variant_clicks[last[2]] += 1
             elif event.type is EventType.PURCHASE:
@@ -290,14 +288,8 @@ class EventProcessor:
 
     def drain_quality(self) -> list[dict[str, Any]]:
         """Quality deltas as item-updates messages, and forget them."""
-        pending, self.quality_deltas = self.quality_deltas, {}
+        pending, self.quality_deltas = self.quality_deltas, defaultdict(_no_counts)
         return [{"item_id": i, "impressions": n, "rewards": r} for i, (n, r) in pending.items()]
-
-    def _quality_delta(self, item_id: str) -> list[float]:
-        delta = self.quality_deltas.get(item_id)
-        if delta is None:
-            delta = self.quality_deltas[item_id] = [0.0, 0.0]
-        return delta
 
     def on_item(self, raw: bytes | None, key: bytes | None) -> Rejected | None:
         """Apply one ``eddy.items`` upsert; return ``Rejected`` for the DLQ."""
@@ -389,7 +381,7 @@ class EventProcessor:
         ids = [i.item_id for i in items]
         shown.record(ids)
         for item_id in ids:
-            self._quality_delta(item_id)[0] += 1
+            self.quality_deltas[item_id][0] += 1
         arm = variant or DEFAULT_VARIANT
         self.stats.variant_impressions[arm] += len(ids)
         self.stats.slots += len(ids)
@@ -447,6 +439,11 @@ class EventProcessor:
     def profile(self, user_id: str) -> UserProfile | None:
         stored = self.profiles.get(user_id)
         return UserProfile.from_dict(stored) if stored else None
+
+
+def _no_counts() -> list[float]:
+    """[impressions, rewards] of an item not yet shown since the last drain."""
+    return [0.0, 0.0]
 
 
 def _short(key: bytes | None, limit: int = 80) -> str:

@@ -220,10 +220,6 @@ class Settings(BaseSettings):
                     out[name] = str(path)
         return out
 
-    def kafka_client_config(self) -> dict[str, str]:
-        """Plain Kafka client settings shared by Eddy's admin, producer and consumers."""
-        return {"bootstrap.servers": self.kafka_bootstrap, **self.kafka_security()}
-
     def key(self, *parts: str) -> str:
         """A Redis key under ``key_prefix``: ``key("rec", "u1") == "eddy:rec:u1"``."""
         return ":".join((self.key_prefix, *parts))

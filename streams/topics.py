@@ -64,7 +64,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
 def admin_config(settings: Settings) -> dict[str, str | int | float | bool]:
     """Plain Kafka client settings shared by Eddy's admin, producer and consumer clients."""
-    return dict(settings.kafka_client_config())
+    return {"bootstrap.servers": settings.kafka_bootstrap, **settings.kafka_security()}
 
 
 def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]:

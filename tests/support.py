@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -140,3 +143,18 @@ def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30
     finally:
         consumer.close()
     return out
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    """(status, body) of a GET, for success and error statuses alike."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def get_json(url: str) -> tuple[int, Any]:
+    """(status, decoded JSON body) of a GET."""
+    status, body = http_get(url)
+    return status, json.loads(body)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 
 import pytest
@@ -16,7 +14,7 @@ from models.recs import RecList
 from models.variants import assign
 from streams.settings import Settings, VariantSettings
 from tests.integration.test_learning import click, start_with_catalog, wait_list
-from tests.support import WorkerProcess, produce, wait_for
+from tests.support import WorkerProcess, http_get, produce, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -27,12 +25,7 @@ VARIANTS = {
 
 
 def get(s: Settings, path: str) -> tuple[int, bytes]:
-    url = f"http://{s.web_host}:{s.web_port}{path}"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+    return http_get(f"http://{s.web_host}:{s.web_port}{path}")
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

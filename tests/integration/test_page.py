@@ -15,7 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from models.events import Event, EventType, ItemUpsert
 from models.training import TrainConfig, train
 from streams.settings import Settings
 from streams.topics import create_topics
-from tests.support import WorkerProcess, produce, wait_for
+from tests.support import WorkerProcess, get_json, produce, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -55,15 +55,6 @@ HOSTILE_IDS = ["eve:rec:alice", "*", "%7Beve%7D", "..%2F..%2Fetc", "a%20b", "_po
 
 def event(kind: str, user: str, item: str, ts: float) -> tuple[str, str]:
     return user, json.dumps({"type": kind, "user_id": user, "item_id": item, "ts": ts})
-
-
-def get_json(url: str) -> tuple[int, Any]:
-    """(status, decoded JSON body) of a GET, for success and error statuses alike."""
-    try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def js_number(value: float) -> str:
@@ -94,13 +85,6 @@ def require_chromium() -> str:
             pytrace=False,
         )
     return path
-
-
-@pytest.fixture
-def r(settings: Settings) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
-    yield client
-    client.close()
 
 
 def pretrain(settings: Settings, now: float) -> None:

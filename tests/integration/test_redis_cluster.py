@@ -14,8 +14,6 @@ import shutil
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +30,14 @@ from streams.redisclient import SyncCluster, sync_client
 from streams.settings import Settings
 from streams.sink import Put, RedisSink
 from streams.topics import create_topics
-from tests.support import Endpoints, WorkerProcess, isolated_settings, produce, wait_for
+from tests.support import (
+    Endpoints,
+    WorkerProcess,
+    get_json,
+    isolated_settings,
+    produce,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -232,14 +237,6 @@ def users_on_every_node(cluster: Cluster, settings: Settings) -> list[str]:
             mine.append(user)
         n += 1
     return [u for users in per_node.values() for u in users]
-
-
-def get_json(url: str) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def click(user: str, item: str, ts: float) -> tuple[str, str]:

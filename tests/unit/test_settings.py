@@ -239,7 +239,7 @@ def test_kafka_security_reaches_every_client_and_the_password_stays_hidden(
     from streams.topics import admin_config
 
     plain = Settings(_env_file=None)
-    assert plain.kafka_client_config() == {
+    assert admin_config(plain) == {
         "bootstrap.servers": "127.0.0.1:9092",
         "security.protocol": "PLAINTEXT",
     }
