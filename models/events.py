@@ -45,6 +45,11 @@ can collide with Eddy's reserved ``_``-prefixed keys such as ``_popular``.
 
 _ID_RE: Final = re.compile(ID_PATTERN)
 
+PRICE_RULE: Final = (
+    "A finite JSON number, integer or decimal, from 0 to 1000000000 (1e9) inclusive; "
+    "null or left out for none."
+)
+
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 Label = Annotated[
     str,
@@ -73,10 +78,22 @@ class Event(_Strict):
     type: EventType
     user_id: Id
     item_id: Id
-    ts: float = Field(description="Event time, unix seconds (UTC).")
+    ts: float = Field(
+        description="Event time, unix seconds (UTC): a JSON number, integer or decimal, from "
+        "631152000 (1990-01-01) to EDDY_MAX_FUTURE_SKEW_S (default 86400) ahead of the "
+        "worker's clock.",
+        json_schema_extra={"minimum": MIN_TS},  # the check is check_ts, for its messages
+    )
     session_id: Id | None = None
-    quantity: int = Field(default=1, ge=1, le=10_000)
-    price: float | None = Field(default=None, ge=0, le=1e9)
+    quantity: int = Field(
+        default=1,
+        ge=1,
+        le=10_000,
+        description="A whole number from 1 to 10000 written as a JSON integer: 2, not 2.0 or "
+        "2e0 (rejected, although JSON Schema validators count them as integers). Leave it "
+        "out for 1; null is rejected.",
+    )
+    price: float | None = Field(default=None, ge=0, le=1e9, description=PRICE_RULE)
     rec_id: Id | None = Field(
         default=None, description="Id of the recommendation list the event came from."
     )
@@ -98,7 +115,7 @@ class ItemUpsert(_Strict):
     title: str = Field(default="", max_length=512)
     categories: tuple[Label, ...] = Field(default=(), max_length=32)
     tags: tuple[Label, ...] = Field(default=(), max_length=64)
-    price: float | None = Field(default=None, ge=0, le=1e9)
+    price: float | None = Field(default=None, ge=0, le=1e9, description=PRICE_RULE)
     available: bool = True
 
     @field_validator("title")
