@@ -16,8 +16,11 @@ from typing import Annotated, Any, Final, Literal, TypeVar
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     StringConstraints,
+    Tag,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -41,6 +44,11 @@ can collide with Eddy's reserved ``_``-prefixed keys such as ``_popular``.
 """
 
 _ID_RE: Final = re.compile(ID_PATTERN)
+
+PRICE_RULE: Final = (
+    "A finite JSON number, integer or decimal, from 0 to 1000000000 (1e9) inclusive; "
+    "null or left out for none."
+)
 
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 Label = Annotated[
@@ -70,10 +78,22 @@ class Event(_Strict):
     type: EventType
     user_id: Id
     item_id: Id
-    ts: float = Field(description="Event time, unix seconds (UTC).")
+    ts: float = Field(
+        description="Event time, unix seconds (UTC): a JSON number, integer or decimal, from "
+        "631152000 (1990-01-01) to EDDY_MAX_FUTURE_SKEW_S (default 86400) ahead of the "
+        "worker's clock.",
+        json_schema_extra={"minimum": MIN_TS},  # the check is check_ts, for its messages
+    )
     session_id: Id | None = None
-    quantity: int = Field(default=1, ge=1, le=10_000)
-    price: float | None = Field(default=None, ge=0, le=1e9)
+    quantity: int = Field(
+        default=1,
+        ge=1,
+        le=10_000,
+        description="A whole number from 1 to 10000 written as a JSON integer: 2, not 2.0 or "
+        "2e0 (rejected, although JSON Schema validators count them as integers). Leave it "
+        "out for 1; null is rejected.",
+    )
+    price: float | None = Field(default=None, ge=0, le=1e9, description=PRICE_RULE)
     rec_id: Id | None = Field(
         default=None, description="Id of the recommendation list the event came from."
     )
@@ -95,7 +115,7 @@ class ItemUpsert(_Strict):
     title: str = Field(default="", max_length=512)
     categories: tuple[Label, ...] = Field(default=(), max_length=32)
     tags: tuple[Label, ...] = Field(default=(), max_length=64)
-    price: float | None = Field(default=None, ge=0, le=1e9)
+    price: float | None = Field(default=None, ge=0, le=1e9, description=PRICE_RULE)
     available: bool = True
 
     @field_validator("title")
@@ -134,37 +154,36 @@ def is_valid_id(value: str) -> bool:
     return _ID_RE.fullmatch(value) is not None
 
 
-def _reason(exc: ValidationError) -> str:
+def _describe(errors: list[tuple[tuple[int | str, ...], str]]) -> str:
     parts = []
-    for err in exc.errors(include_url=False, include_input=False)[:5]:
-        loc = ".".join(str(p) for p in err["loc"]) or "payload"
+    for loc_parts, msg in errors[:5]:
+        loc = ".".join(str(p) for p in loc_parts) or "payload"
         loc = loc.encode("unicode_escape").decode("ascii")[:100]  # field names are input
-        parts.append(f"{loc}: {err['msg']}")
+        parts.append(f"{loc}: {msg}")
     return "; ".join(parts)
 
 
-def _decode(model: type[_M], raw: bytes | None, context: dict[str, Any]) -> _M:
+def _reason(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False, include_input=False)
+    return _describe([(tuple(err["loc"]), err["msg"]) for err in errors])
+
+
+def _check_size(raw: bytes | None) -> bytes:
     if raw is None or len(raw) == 0:
         raise DecodeError("empty payload")
     if len(raw) > MAX_PAYLOAD_BYTES:
         raise DecodeError(f"payload is {len(raw)} bytes, over the {MAX_PAYLOAD_BYTES} limit")
+    return raw
+
+
+def _decode(model: type[_M], raw: bytes | None, context: dict[str, Any]) -> _M:
+    raw = _check_size(raw)
     try:
         return model.model_validate_json(raw, strict=True, context=context)
     except ValidationError as exc:
         raise DecodeError(_reason(exc)) from None
     except (ValueError, RecursionError) as exc:  # pragma: no cover - pydantic wraps these
         raise DecodeError(f"invalid JSON: {exc}") from None
-
-
-def decode_event(
-    raw: bytes | None,
-    *,
-    now: float | None = None,
-    max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S,
-) -> Event:
-    """Parse and validate one ``eddy.events`` payload, raising ``DecodeError`` with a reason."""
-    context = {"now": time.time() if now is None else now, "max_future_skew_s": max_future_skew_s}
-    return _decode(Event, raw, context)
 
 
 class ForgetUser(_Strict):
@@ -176,14 +195,101 @@ class ForgetUser(_Strict):
     user_id: Id
 
 
+_EVENT_TAG: Final = "event"
+_FORGET_TAG: Final = "forget"
+FORGET_REASON_PREFIX: Final = "forget control message: "
+"""Starts the reason of a message whose ``type`` is ``forget`` but that is not a valid one."""
+
+
+def _message_kind(value: Any) -> str:
+    """Control message or event, decided on the parsed ``type`` (escapes already resolved,
+    the last of duplicate keys, as the validator sees it); anything else is an event."""
+    if isinstance(value, dict) and value.get("type") == "forget":
+        return _FORGET_TAG
+    return _EVENT_TAG
+
+
+_MESSAGE: Final[TypeAdapter[Event | ForgetUser]] = TypeAdapter(
+    Annotated[
+        Annotated[Event, Tag(_EVENT_TAG)] | Annotated[ForgetUser, Tag(_FORGET_TAG)],
+        Discriminator(_message_kind),
+    ]
+)
+_CONTROL: Final[TypeAdapter[ForgetUser | Any]] = TypeAdapter(
+    Annotated[
+        Annotated[ForgetUser, Tag(_FORGET_TAG)] | Annotated[Any, Tag(_EVENT_TAG)],
+        Discriminator(_message_kind),
+    ]
+)
+"""Parses the payload but validates only a control message (events pass unvalidated)."""
+
+
+def _message_reason(exc: ValidationError) -> str:
+    errors = [
+        (tuple(err["loc"]), err["msg"])
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+    # Every error of the tagged union starts with the tag; a JSON syntax error has none.
+    tag = errors[0][0][0] if errors and errors[0][0] else None
+    if tag not in (_EVENT_TAG, _FORGET_TAG):
+        return _describe(errors)
+    body = _describe([(loc[1:], msg) for loc, msg in errors])
+    return FORGET_REASON_PREFIX + body if tag == _FORGET_TAG else body
+
+
+def decode_message(
+    raw: bytes | None,
+    *,
+    now: float | None = None,
+    max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S,
+) -> Event | ForgetUser:
+    """Parse one ``eddy.events`` payload once and validate it as what its ``type`` says:
+    a ``ForgetUser`` if ``type`` is ``forget``, else an ``Event``.
+
+    Raises ``DecodeError``; the reason of an invalid forget starts with
+    ``FORGET_REASON_PREFIX``, an invalid event's names the event's fields.
+    """
+    raw = _check_size(raw)
+    context = {"now": time.time() if now is None else now, "max_future_skew_s": max_future_skew_s}
+    try:
+        return _MESSAGE.validate_json(raw, strict=True, context=context)
+    except ValidationError as exc:
+        raise DecodeError(_message_reason(exc)) from None
+    except (ValueError, RecursionError) as exc:  # pragma: no cover - pydantic wraps these
+        raise DecodeError(f"invalid JSON: {exc}") from None
+
+
+def decode_event(
+    raw: bytes | None,
+    *,
+    now: float | None = None,
+    max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S,
+) -> Event:
+    """Parse and validate one ``eddy.events`` payload, raising ``DecodeError`` with a reason.
+
+    A payload whose ``type`` is ``forget`` is never an event: an invalid one gets the
+    forget-specific reason of ``decode_message``, a valid one a reason saying it is a
+    control message (``decode_control`` or ``decode_message`` return it).
+    """
+    message = decode_message(raw, now=now, max_future_skew_s=max_future_skew_s)
+    if isinstance(message, ForgetUser):
+        raise DecodeError(FORGET_REASON_PREFIX + "a control message, not an event")
+    return message
+
+
 def decode_control(raw: bytes | None) -> ForgetUser | None:
-    """The control message in ``raw``, or None if it is not one (then it is an event)."""
-    if raw is None or len(raw) > MAX_PAYLOAD_BYTES or b'"forget"' not in raw:
+    """The control message in ``raw``, or None if it is not a valid one.
+
+    Decided on the parsed ``type``, like ``decode_message``; for None, decode ``raw`` with
+    ``decode_event``, which rejects an invalid forget with a forget-specific reason.
+    """
+    if raw is None or len(raw) == 0 or len(raw) > MAX_PAYLOAD_BYTES:
         return None
     try:
-        return ForgetUser.model_validate_json(raw, strict=True)
+        message = _CONTROL.validate_json(raw, strict=True)
     except (ValidationError, ValueError, RecursionError):
         return None
+    return message if isinstance(message, ForgetUser) else None
 
 
 def decode_item(raw: bytes | None) -> ItemUpsert:

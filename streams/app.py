@@ -27,6 +27,7 @@ from streams.redisclient import async_client
 from streams.settings import Settings
 from streams.sink import RecSink, RedisSink
 from streams.topics import MAX_MESSAGE_BYTES
+from streams.web import drop_faust_views
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +93,10 @@ def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | No
 
 
 def faust_app(settings: Settings) -> faust.App:
-    """A Faust app configured from settings (aiokafka transport, in-memory stores)."""
+    """A Faust app configured from settings (aiokafka transport, in-memory stores), serving
+    none of Faust's own web views."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return faust.App(
+    app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         broker_credentials=broker_credentials(settings),
@@ -114,7 +116,15 @@ def faust_app(settings: Settings) -> faust.App:
         autodiscover=False,
         producer_linger=0.005,
         producer_max_request_size=MAX_MESSAGE_BYTES,
+        # Faust's own web views (see streams/web.py):
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_metrics_enabled=False,
     )
+    drop_faust_views(app)  # no /table/ (profiles), /router/, /graph/...: see streams/web.py
+    return app
 
 
 def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:

@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,7 +37,11 @@ class Settings(BaseSettings):
     """Eddy settings; every field is read from ``EDDY_<FIELD_NAME>``."""
 
     model_config = SettingsConfigDict(
-        env_prefix="EDDY_", env_file=DEFAULT_ENV_FILE, extra="ignore", frozen=True
+        env_prefix="EDDY_",
+        env_file=DEFAULT_ENV_FILE,
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,  # an invalid value may be, or hold, a secret
     )
 
     # --- Kafka -----------------------------------------------------------------------
@@ -90,7 +95,8 @@ class Settings(BaseSettings):
     # --- Redis -----------------------------------------------------------------------
     redis_url: SecretStr = Field(
         default=SecretStr("redis://127.0.0.1:6379/0"),
-        description="Redis URL (redis:// or rediss://; may hold a password, never logged).",
+        description="Redis URL (redis:// or rediss://; may hold a password, percent-encoded, "
+        "never logged).",
     )
     redis_cluster: bool = Field(
         default=False,
@@ -181,6 +187,20 @@ class Settings(BaseSettings):
         description="Where `eddy dev up` records the embedded stack (dev.env, dev.json).",
     )
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_parses(cls, url: SecretStr) -> SecretStr:
+        problem = redis_url_problem(url.get_secret_value())
+        if problem is not None:
+            raise ValueError(
+                f"EDDY_REDIS_URL cannot be parsed: {problem}. If the password (or user "
+                "name) holds any of / ? # @ [ ] % : or spaces, percent-encode it, e.g. "
+                "python3 -c 'import sys, urllib.parse; "
+                "print(urllib.parse.quote(sys.argv[1], safe=\"\"))' 'THE-PASSWORD' "
+                "(the URL is not shown: it may hold a password)"
+            )
+        return url
+
     @field_validator("event_weights")
     @classmethod
     def _weights_non_negative(cls, weights: dict[EventType, float]) -> dict[EventType, float]:
@@ -239,6 +259,23 @@ class Settings(BaseSettings):
     def safe_dict(self) -> dict[str, Any]:
         """Settings as a dict with secrets masked, for logs and ``eddy config``."""
         return self.model_dump(mode="json")
+
+
+def redis_url_problem(url: str) -> str | None:
+    """What makes a ``redis://`` or ``rediss://`` URL unusable, or None; never quotes it.
+
+    An unencoded ``/``, ``?`` or ``#`` in the password ends the host part early (the rest
+    becomes a bogus port, or the database path); ``[`` or ``]`` make a bad IPv6 host."""
+    try:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss"):
+            return None  # unix:// and others: left to redis-py
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return "its host:port part is not a host and a port number"
+    if "@" in parts.path + parts.query + parts.fragment:
+        return "an @ comes after the host: the user name or password seems to hold / ? or #"
+    return None
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from models.recs import RecList
 from models.variants import assign
 from streams.settings import Settings, VariantSettings
+from streams.topics import create_topics
 from tests.integration.test_learning import click, start_with_catalog, wait_list
 from tests.support import WorkerProcess, http_get, produce, wait_for
 
@@ -69,3 +70,48 @@ def test_health_metrics_and_variants_on_a_running_worker(
         assert got.get(key, 0) >= n
     assert got[("eddy_retrieval_seconds_count", ())] >= len(users)
     assert got[("eddy_freshness_seconds_count", ())] >= 1
+
+
+FAUST_VIEWS = [
+    "/table/",
+    "/table/profiles/",
+    "/table/profiles/{user}/",
+    "/table/catalog/",
+    "/router/",
+    "/router/topics",
+    "/router/profiles/",
+    "/router/profiles/{user}/",
+    "/graph/",
+    "/assignment/",
+    "/performance/",
+    "/stats/",
+    "/signal/",
+]
+"""faust-streaming's built-in web views (``faust.web.apps``) and some guesses."""
+
+
+def test_the_web_port_serves_only_eddy_routes(
+    settings: Settings,
+    r: redis.Redis,
+    start_worker: Callable[..., WorkerProcess],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Faust's own settings from the environment beat its keyword arguments: none of them
+    # may bring a Faust view back.
+    for flag in ("ROUTER", "TABLES", "GRAPH", "STATS", "METRICS"):
+        monkeypatch.setenv(f"APP_WEB_{flag}_ENABLED", "true")
+    create_topics(settings)
+    s = settings
+    start_worker(s)
+    user = "webuser1"
+    produce(s.kafka_bootstrap, s.topic_events, [click(user, "i1", time.time() - 60)])
+    wait_for(lambda: r.get(s.key("profile", user)), 30, f"{user}'s profile")
+    served = {path: get(s, path.format(user=user)) for path in FAUST_VIEWS}
+    assert {path: status for path, (status, _) in served.items()} == dict.fromkeys(
+        FAUST_VIEWS, 404
+    ), {path: body[:200] for path, (_, body) in served.items()}
+    assert all(user.encode() not in body for _, body in served.values())
+    for path in ("/metrics", "/health", "/", "/api/stats", f"/api/recs/{user}"):
+        status, _ = get(s, path)
+        assert status == 200, path
+    assert get(s, "/")[1].lstrip().lower().startswith(b"<!doctype html")  # the live page

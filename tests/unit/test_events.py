@@ -17,10 +17,13 @@ from models.events import (
     DecodeError,
     Event,
     EventType,
+    ForgetUser,
     ItemUpsert,
     check_ts,
+    decode_control,
     decode_event,
     decode_item,
+    decode_message,
     encode,
     is_valid_id,
 )
@@ -451,3 +454,80 @@ def test_a_reason_never_carries_control_characters_from_the_payload() -> None:
         decode_event(raw)
     assert "\n" not in caught.value.reason
     assert caught.value.reason.startswith(r"a\nFAKE LOG: ")
+
+
+# --- control messages ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"type": "forget", "user_id": "c172"}',
+        b'{"type":"\\u0066orget","user_id":"c172"}',
+        b'{"user_id": "c172", "type": "f\\u006frget"}',
+        b'{"type": "click", "type": "forget", "user_id": "c172"}',  # the last key wins
+    ],
+    ids=["plain", "escaped-type", "escaped-later", "duplicate-type"],
+)
+def test_a_forget_is_recognised_by_its_parsed_type(payload: bytes) -> None:
+    assert decode_control(payload) == ForgetUser(type="forget", user_id="c172")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"type": "click", "user_id": "forget", "item_id": "forget", "ts": 1699999000}',
+        b'{"type": "forget", "type": "click", "user_id": "u1", "item_id": "i1", "ts": 1699999000}',
+        b'{"type": "view", "user_id": "u1", "item_id": "i1", "ts": 1699999000, "rec_id": "forget"}',
+    ],
+)
+def test_an_event_mentioning_forget_is_an_event(payload: bytes) -> None:
+    assert decode_control(payload) is None
+    assert isinstance(decode_event(payload, now=NOW), Event)
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (
+            b'{"type": "forget", "user_id": "u1", "extra": 1}',
+            "forget control message: extra: Extra inputs are not permitted",
+        ),
+        (
+            b'{"type": "\\u0066orget", "user_id": "u1", "reason": "gdpr"}',
+            "forget control message: reason: Extra inputs are not permitted",
+        ),
+        (b'{"type": "forget"}', "forget control message: user_id: Field required"),
+        (
+            b'{"type": "forget", "user_id": "bad id"}',
+            f"forget control message: user_id: {ID_MSG}",
+        ),
+    ],
+)
+def test_an_invalid_forget_gets_a_forget_reason(payload: bytes, expected: str) -> None:
+    """What ``eddy.events`` consumers do: not a control message, so decode it as an event."""
+    assert decode_control(payload) is None
+    assert reason_of(payload) == expected
+
+
+def test_decode_message_parses_once_and_returns_what_the_type_says() -> None:
+    assert decode_message(b'{"type":"\\u0066orget","user_id":"c172"}') == ForgetUser(
+        type="forget", user_id="c172"
+    )
+    event = decode_message(raw(type="click"), now=NOW)
+    assert event == decode_event(raw(type="click"), now=NOW)
+    with pytest.raises(DecodeError) as info:
+        decode_message(b'{"type": "forget", "user_id": "u1", "extra": 1}')
+    assert info.value.reason == "forget control message: extra: Extra inputs are not permitted"
+    with pytest.raises(DecodeError) as info:
+        decode_message(raw(ts=NOW * 1000), now=NOW)
+    assert info.value.reason.startswith("ts: Value error, ts 1700000000000 is more than")
+    with pytest.raises(DecodeError) as info:
+        decode_message(None)
+    assert info.value.reason == "empty payload"
+
+
+def test_a_valid_forget_is_not_an_event() -> None:
+    assert reason_of(b'{"type": "forget", "user_id": "u1"}') == (
+        "forget control message: a control message, not an event"
+    )

@@ -52,3 +52,62 @@ def test_schemas_describe_the_wire_contract() -> None:
         "event_ts",
         "model_version",
     }
+
+
+# --- the committed event schema and the decoder agree on the boundaries --------------------
+
+NOW = 1_700_000_000.0
+BASE = '{"type": "view", "user_id": "u1", "item_id": "i1", "ts": 1699999000'
+BOUNDARIES = [
+    # (field, JSON token): the whole payload is BASE plus that one field
+    *[("price", tok) for tok in ["0", "-0.0", "59.9", "1000000000", "1e9", "1000000000.0"]],
+    *[("price", tok) for tok in ["1000000001", "1000000000.000001", "-0.01", "1e10"]],
+    *[("price", tok) for tok in ["null", '"9.99"', "true"]],
+    *[("quantity", tok) for tok in ["1", "10000", "0", "10001", "-1", "2.5", '"2"', "true"]],
+    ("quantity", "null"),
+    *[("ts", tok) for tok in ["631152000", "631152000.0", "631151999", "631151999.5"]],
+    *[("ts", tok) for tok in ["1700000000", '"1700000000"', "true", "null"]],
+    *[("user_id", f'"{v}"') for v in ["a", "A" * 128, "A" * 129, "_a", "a:b", "a b", ""]],
+    ("session_id", "null"),
+    ("colour", '"red"'),
+]
+INTEGRAL_FLOATS = ["1.0", "2e0", "1E2", "10000.0"]
+"""Whole-number quantities written with a fraction or an exponent: the decoder rejects
+them, but JSON Schema compares numbers by value (1.0 is the integer 1), so no schema can."""
+
+
+def event_schema() -> dict[str, object]:
+    body: dict[str, object] = json.loads((SCHEMAS_DIR / "event.schema.json").read_text())
+    return body
+
+
+def decoder_accepts(payload: bytes) -> bool:
+    from models.events import DecodeError, decode_event
+
+    try:
+        decode_event(payload, now=NOW)
+    except DecodeError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(("field", "token"), BOUNDARIES)
+def test_the_event_schema_and_the_decoder_agree(field: str, token: str) -> None:
+    from jsonschema import Draft202012Validator
+
+    payload = f'{BASE}, "{field}": {token}}}'.encode()
+    schema_accepts = Draft202012Validator(event_schema()).is_valid(json.loads(payload))
+    assert schema_accepts == decoder_accepts(payload), payload
+
+
+@pytest.mark.parametrize("token", INTEGRAL_FLOATS)
+def test_a_quantity_with_a_fraction_or_exponent_is_rejected_and_the_schema_says_so(
+    token: str,
+) -> None:
+    from jsonschema import Draft202012Validator
+
+    payload = f'{BASE}, "quantity": {token}}}'.encode()
+    assert not decoder_accepts(payload)
+    assert Draft202012Validator(event_schema()).is_valid(json.loads(payload))  # by value
+    quantity = event_schema()["properties"]["quantity"]  # type: ignore[index]
+    assert "2.0" in quantity["description"], quantity

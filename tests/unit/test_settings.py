@@ -273,3 +273,40 @@ def test_kafka_security_reaches_every_client_and_the_password_stays_hidden(
         "security.protocol": "SSL",
         "ssl.ca.location": str(tmp_path / "ca.pem"),
     }
+
+
+NOT_URL_SAFE = ["Qx7/k#9?Zq", "Zq#Wv8", "9999/Zq", "Jq[9]Wz", "Qx7?Wv"]
+"""Redis passwords that break an unencoded URL: they cut it short or make a bad port or host."""
+
+
+def fragments(secret: str) -> set[str]:
+    return {secret[i : i + 3] for i in range(len(secret) - 2)}
+
+
+@pytest.mark.parametrize("password", NOT_URL_SAFE)
+def test_a_redis_url_with_an_unencoded_password_is_rejected_without_showing_it(
+    monkeypatch: pytest.MonkeyPatch, password: str
+) -> None:
+    monkeypatch.setenv("EDDY_REDIS_URL", f"redis://eddy:{password}@cache:6379/0")
+    with pytest.raises(ValidationError) as info:
+        build()
+    text = str(info.value)
+    assert "EDDY_REDIS_URL" in text
+    assert "percent-encode" in text
+    assert "urllib.parse.quote" in text
+    assert not {f for f in fragments(password) if f in text}, text
+
+
+@pytest.mark.parametrize("password", [*NOT_URL_SAFE, "p@ss:w rd", "%41", "Wq%zz9"])
+def test_a_percent_encoded_redis_password_is_accepted_and_reaches_redis_intact(
+    password: str,
+) -> None:
+    from urllib.parse import quote
+
+    from redis.connection import parse_url
+
+    url = f"rediss://eddy:{quote(password, safe='')}@cache:6380/2"
+    s = build(redis_url=url)
+    assert s.redis_url.get_secret_value() == url
+    assert parse_url(url)["password"] == password
+    assert parse_url(url)["host"] == "cache"
