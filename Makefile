@@ -8,9 +8,9 @@ BIN := $(VENV)/bin
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-setup: $(VENV)/.installed ## Create the virtualenv, install Eddy, get redis-server
+setup: $(VENV)/.installed ## Create the virtualenv, install Eddy, get redis-server, java, Kafka
 
-$(VENV)/.installed: pyproject.toml infra/bootstrap.sh
+$(VENV)/.installed: pyproject.toml infra/bootstrap.sh infra/kafka/pom.xml
 	bash infra/bootstrap.sh $(VENV)
 
 demo: setup ## Run the demo: embedded stack, MovieLens replay, lists before/after

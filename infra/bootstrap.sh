@@ -54,4 +54,33 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "warning: install chromium (on PATH as \`chromium\`) for the live-page test" >&2
   fi
 fi
+# Apache Kafka for the tests on a real broker and `eddy dev up --broker kafka`: java >= 17
+# runs it, mvn fetches its jars from Maven Central once (infra/kafka/pom.xml).
+java_major() {  # 17 for "17.0.15", 8 for "1.8.0_292", 0 without a java
+  local v
+  v="$(java -version 2>&1 | sed -n 's/.* version "\([0-9]*\)\.\{0,1\}\([0-9]*\).*/\1 \2/p' |
+    head -n 1 | awk '{ print ($1 == 1 ? $2 : $1) }')" || true
+  echo "${v:-0}"
+}
+missing=""
+command -v java >/dev/null 2>&1 && [ "$(java_major)" -ge 17 ] || missing="default-jre-headless"
+command -v mvn >/dev/null 2>&1 || missing="$missing maven"
+if [ -n "$missing" ]; then
+  echo "java >= 17 / mvn not found: installing$missing"
+  if command -v apt-get >/dev/null 2>&1; then
+    sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    # shellcheck disable=SC2086  # $missing is a list of package names
+    $sudo apt-get update -qq &&
+      $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  else
+    echo "warning: install java (>= 17) and maven for the Apache Kafka broker" >&2
+  fi
+fi
+if [ "$(java_major)" -lt 17 ]; then
+  echo "warning: no java >= 17 on PATH; the Apache Kafka broker will not start" >&2
+fi
+# Pre-fetch the broker's jars (a no-op once .eddy/kafka-lib holds this pom's version).
+if ! "$venv/bin/python" -m infra.apache_kafka fetch >/dev/null; then
+  echo "warning: could not fetch the Apache Kafka jars; the Apache Kafka tests will fail" >&2
+fi
 touch "$venv/.installed"

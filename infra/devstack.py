@@ -1,6 +1,10 @@
-"""The embedded dev stack: a Kafka-wire-compatible broker (noida-db) and a real redis-server.
+"""The embedded dev stack: a Kafka broker and a real redis-server.
 
-Both run on free loopback ports with fresh data directories under a state directory.
+The broker is noida-db (a Kafka-wire-compatible stand-in, the default) or, with
+``broker="kafka"``, a real Apache Kafka 4.x in KRaft mode (``infra.apache_kafka``; needs
+java and, once, mvn). Both run on free loopback ports with fresh data directories under
+a state directory; ``<run>/broker.json`` records which broker runs there and on what
+port, so ``restart_kafka`` can bring the same one back.
 ``up`` records the connection settings in ``<state>/dev.env`` (read by ``Settings``) and
 the PIDs in ``<state>/dev.json``; ``down`` stops both by PID and removes their data.
 """
@@ -16,9 +20,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal, cast
+
+Broker = Literal["noida", "kafka"]
+BROKERS: tuple[Broker, ...] = ("noida", "kafka")
 
 REDIS_HINT = (
     "redis-server not found on PATH. Install it: `sudo apt-get install -y redis-server` "
@@ -40,6 +48,7 @@ class Stack:
     kafka_pid: int
     redis_pid: int
     root: str
+    broker: Broker = "noida"
 
     def env(self) -> dict[str, str]:
         """``EDDY_*`` settings that point Eddy at this stack."""
@@ -129,19 +138,60 @@ def wait_worker_ready(proc: subprocess.Popen[bytes], log: Path, timeout_s: float
     raise StackError(f"worker not ready after {timeout_s:.0f}s; see {log}")
 
 
-def start_kafka(run: Path) -> tuple[str, int]:
-    """Start noida-db (Kafka only) with its data under ``run``; return (bootstrap, pid)."""
-    noida_bin = find_noida()
-    (run / "kafka").mkdir(parents=True, exist_ok=True)
-    port, log = free_port(), run / "kafka.log"
-    cmd = [noida_bin, "start", "--data-dir", str(run / "kafka"), "--host", "127.0.0.1"]
-    proc = _spawn([*cmd, "--only", "kafka", "--kafka-port", str(port)], log)
+def broker_file(run: Path) -> Path:
+    return run / "broker.json"
+
+
+def start_kafka(run: Path, broker: Broker = "noida", port: int | None = None) -> tuple[str, int]:
+    """Start the broker with its data under ``run``; return (bootstrap, pid).
+
+    ``noida``: noida-db (Kafka only), data in ``<run>/kafka``, log ``<run>/kafka.log``.
+    ``kafka``: Apache Kafka, everything in ``<run>/apache-kafka`` (see infra.apache_kafka).
+    ``port`` (default: a free one) is the client port of a new broker; the broker and port
+    are recorded in ``<run>/broker.json``.
+    """
+    if broker not in BROKERS:
+        raise StackError(f"unknown broker {broker!r}: one of {', '.join(BROKERS)}")
+    run.mkdir(parents=True, exist_ok=True)
+    if broker == "kafka":
+        from infra import apache_kafka  # imports this module
+
+        bootstrap, pid = apache_kafka.start(run / "apache-kafka", port=port)
+        port = int(bootstrap.rsplit(":", 1)[1])
+    else:
+        noida_bin = find_noida()
+        (run / "kafka").mkdir(parents=True, exist_ok=True)
+        port, log = port or free_port(), run / "kafka.log"
+        cmd = [noida_bin, "start", "--data-dir", str(run / "kafka"), "--host", "127.0.0.1"]
+        proc = _spawn([*cmd, "--only", "kafka", "--kafka-port", str(port)], log)
+        try:
+            wait_for_port(port, proc, "noida-db (Kafka)", log)
+        except StackError:
+            stop_pid(proc.pid)
+            raise
+        bootstrap, pid = f"127.0.0.1:{port}", proc.pid
+    broker_file(run).write_text(json.dumps({"broker": broker, "port": port}))
+    return bootstrap, pid
+
+
+def restart_kafka(
+    run: Path, pid: int, down_s: float = 0.0, check: Callable[[], None] | None = None
+) -> tuple[str, int]:
+    """Stop the broker ``start_kafka`` started in ``run`` (whichever it is, by ``pid``),
+    keep it down for ``down_s`` (calling ``check`` every 0.5 s meanwhile, e.g. to assert a
+    worker is still up), and start the same broker again on the same port and data dir.
+    Return (bootstrap, new pid)."""
     try:
-        wait_for_port(port, proc, "noida-db (Kafka)", log)
-    except StackError:
-        stop_pid(proc.pid)
-        raise
-    return f"127.0.0.1:{port}", proc.pid
+        recorded = json.loads(broker_file(run).read_text())
+    except FileNotFoundError:
+        raise StackError(f"no broker recorded in {run} (start it with start_kafka)") from None
+    stop_pid(pid)
+    down_at = time.monotonic()
+    while (left := down_s - (time.monotonic() - down_at)) > 0:
+        time.sleep(min(0.5, left))
+        if check is not None:
+            check()
+    return start_kafka(run, cast(Broker, recorded["broker"]), port=int(recorded["port"]))
 
 
 def start_redis(run: Path) -> tuple[str, int]:
@@ -160,18 +210,18 @@ def start_redis(run: Path) -> tuple[str, int]:
     return f"redis://127.0.0.1:{port}/0", proc.pid
 
 
-def start(root: Path) -> Stack:
+def start(root: Path, broker: Broker = "noida") -> Stack:
     """Start broker and Redis with fresh data dirs under ``root``; return the stack."""
     find_redis_server()  # fail with the install hint before starting anything
     run = root / f"run-{os.getpid()}-{time.time_ns()}"
     run.mkdir(parents=True)
-    bootstrap, kafka_pid = start_kafka(run)
+    bootstrap, kafka_pid = start_kafka(run, broker)
     try:
         redis_url, redis_pid = start_redis(run)
     except (StackError, OSError):
         stop_pid(kafka_pid)
         raise
-    return Stack(bootstrap, redis_url, kafka_pid, redis_pid, str(run))
+    return Stack(bootstrap, redis_url, kafka_pid, redis_pid, str(run), broker)
 
 
 def pid_alive(pid: int) -> bool:
@@ -242,14 +292,14 @@ def env_file(state_dir: Path) -> Path:
     return state_dir / "dev.env"
 
 
-def up(state_dir: Path) -> Stack:
+def up(state_dir: Path, broker: Broker = "noida") -> Stack:
     """Start a stack and record it; refuse if one recorded there is still running."""
     current = load(state_dir)
     if current is not None and (pid_alive(current.kafka_pid) or pid_alive(current.redis_pid)):
         raise StackError(
             f"a dev stack is already running ({state_file(state_dir)}); `eddy dev down` first"
         )
-    stack = start(state_dir / "services")
+    stack = start(state_dir / "services", broker)
     state_file(state_dir).write_text(json.dumps(asdict(stack), indent=2))
     env_file(state_dir).write_text("".join(f"{k}={v}\n" for k, v in stack.env().items()))
     return stack

@@ -267,11 +267,15 @@ def bench(
 
 
 @dev.command("up")
-def dev_up() -> None:
+def dev_up(
+    broker: Annotated[
+        devstack.Broker, typer.Option(help="noida (embedded) or kafka (Apache Kafka, java)")
+    ] = "noida",
+) -> None:
     """Start the broker and redis-server on free ports; record them in .eddy/dev.env."""
     state = _settings().state_dir
     try:
-        stack = devstack.up(state)
+        stack = devstack.up(state, broker)
     except devstack.StackError as exc:
         raise _fail(str(exc)) from exc
     console.print(f"kafka  {stack.kafka_bootstrap}  (pid {stack.kafka_pid})")

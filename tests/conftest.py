@@ -3,6 +3,15 @@
 By default the session starts its own noida-db broker and redis-server on free ports.
 Set ``EDDY_TEST_KAFKA_BOOTSTRAP`` (and optionally ``EDDY_TEST_REDIS_URL``) to run
 against external services instead, e.g. an Apache Kafka broker.
+
+``apache_kafka`` is a session-wide Apache Kafka 4.x broker (infra.apache_kafka), started
+only when a test asks for it. To run a test on both brokers, ask for ``broker``: it is
+parametrized ``noida`` / ``kafka`` (the ids in the test name, e.g.
+``test_x[kafka]``; ``-k kafka`` selects one) and yields the Endpoints of the session's
+noida-db (``endpoints``) or of ``apache_kafka``::
+
+    def test_x(broker: Endpoints, tmp_path: Path) -> None:
+        s = isolated_settings(broker, tmp_path)
 """
 
 from __future__ import annotations
@@ -19,22 +28,54 @@ from tests.support import Endpoints, WorkerProcess, isolated_settings
 
 
 @pytest.fixture(scope="session")
-def endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
-    run = tmp_path_factory.mktemp("stack")
-    pids: list[int] = []
-    kafka = os.environ.get("EDDY_TEST_KAFKA_BOOTSTRAP")
-    redis_url = os.environ.get("EDDY_TEST_REDIS_URL")
+def session_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The session's redis-server (or ``EDDY_TEST_REDIS_URL``)."""
+    external = os.environ.get("EDDY_TEST_REDIS_URL")
+    if external:
+        yield external
+        return
+    url, pid = devstack.start_redis(tmp_path_factory.mktemp("redis"))
     try:
-        if not kafka:
-            kafka, pid = devstack.start_kafka(run)
-            pids.append(pid)
-        if not redis_url:
-            redis_url, pid = devstack.start_redis(run)
-            pids.append(pid)
-        yield Endpoints(kafka, redis_url)
+        yield url
     finally:
-        for pid in pids:
-            devstack.stop_pid(pid)
+        devstack.stop_pid(pid)
+
+
+@pytest.fixture(scope="session")
+def endpoints(
+    tmp_path_factory: pytest.TempPathFactory, session_redis_url: str
+) -> Iterator[Endpoints]:
+    """The session's noida-db (or ``EDDY_TEST_KAFKA_BOOTSTRAP``) and Redis."""
+    kafka = os.environ.get("EDDY_TEST_KAFKA_BOOTSTRAP")
+    if kafka:
+        yield Endpoints(kafka, session_redis_url)
+        return
+    kafka, pid = devstack.start_kafka(tmp_path_factory.mktemp("stack"))
+    try:
+        yield Endpoints(kafka, session_redis_url)
+    finally:
+        devstack.stop_pid(pid)
+
+
+@pytest.fixture(scope="session")
+def apache_kafka(
+    tmp_path_factory: pytest.TempPathFactory, session_redis_url: str
+) -> Iterator[Endpoints]:
+    """A session-wide Apache Kafka broker (started on first use) and the session's Redis."""
+    kafka, pid = devstack.start_kafka(tmp_path_factory.mktemp("apache-kafka"), "kafka")
+    try:
+        yield Endpoints(kafka, session_redis_url)
+    finally:
+        devstack.stop_pid(pid)
+
+
+@pytest.fixture(params=devstack.BROKERS, ids=devstack.BROKERS)
+def broker(request: pytest.FixtureRequest) -> Endpoints:
+    """Each broker in turn: ``[noida]`` the session's ``endpoints``, ``[kafka]``
+    ``apache_kafka``."""
+    name = "apache_kafka" if request.param == "kafka" else "endpoints"
+    endpoints: Endpoints = request.getfixturevalue(name)
+    return endpoints
 
 
 @pytest.fixture
