@@ -21,14 +21,12 @@ directly, so the estimator can be checked against the truth.
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
 
-from models.bandit import EpsilonGreedyRanker, EpsilonSchedule
 from models.baselines import (
     ItemKNNRecommender,
     PopularityRecommender,
@@ -36,7 +34,7 @@ from models.baselines import (
     Recommender,
 )
 from models.datasets import Dataset
-from models.engine import GREEDY, EddyRecommender, EngineConfig
+from models.engine import EddyRecommender, EngineConfig
 from models.events import Event
 from models.metrics import ips, snips
 from models.protocols import (
@@ -238,15 +236,13 @@ def bandit_replay(
     k = max(cfg.ks)
     model = EddyRecommender(dataset.items, replace(cfg.engine, online=True))
     model.fit(train)
-    explore = EpsilonGreedyRanker(EpsilonSchedule(epsilon), random.Random(cfg.seed))
-    greedy = EpsilonGreedyRanker(GREEDY, random.Random(cfg.seed))
     seen = items_by_user(train)
     log = BanditLog()
     report = _reporter(progress, f"bandit ε={epsilon}")
     for n, event in enumerate(held, 1):
         history = seen.setdefault(event.user_id, set())
         if event.item_id not in history and (history or not cfg.skip_new_users):
-            _replay_round(model, event, history, k, explore, greedy, log)
+            _replay_round(model, event, history, k, epsilon, log)
         model.observe(event)
         history.add(event.item_id)
         report(n, len(held))
@@ -258,21 +254,16 @@ def _replay_round(
     event: Event,
     history: set[str],
     k: int,
-    explore: EpsilonGreedyRanker,
-    greedy: EpsilonGreedyRanker,
+    epsilon: float,
     log: BanditLog,
 ) -> None:
-    logged = model.rank(event.user_id, k, exclude=history, ranker=explore)
-    best = model.rank(event.user_id, 1, exclude=history, ranker=greedy)
+    best = model.rank(event.user_id, 1, exclude=history, epsilon=0.0, record=False)
+    logged = model.rank(event.user_id, k, exclude=history, epsilon=epsilon)  # impressions
     if not logged:
         return
     ids = [i.item_id for i in logged]
-    quality = model.items.quality if model.items is not None else None
-    if quality is not None:
-        for item_id in ids:
-            quality.record_impression(item_id)
-        if event.item_id in ids:
-            quality.record_reward(event.item_id, 1.0)
+    if event.item_id in ids:
+        model.items.quality.record_reward(event.item_id, 1.0)
     log.hits.append(float(event.item_id in ids))
     log.top_rewards.append(float(ids[0] == event.item_id))
     log.top_propensities.append(logged[0].propensity)

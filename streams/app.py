@@ -1,33 +1,44 @@
-"""The Faust app: topics, tables, agents and timers, built from ``Settings``.
+"""The Faust app: topics, agents and timers, built from ``Settings``; wiring only.
 
-Agents stay thin: they hand each message to ``EventProcessor`` and send rejects to the
-dead-letter topic with the reason and the source position in headers.
+The events agent decodes messages into micro-batches and hands each to
+``streams.worker.Worker`` (the pure step plus its writes); rejects go to the dead-letter
+topic with the reason and the source position in headers. The events topic is read
+with Faust's acks off: the worker commits an offset only once the state it produced is
+in Redis. Item deltas go to each item's owner on ``eddy.item-updates`` once per window,
+one message per partition; the owner publishes the new item records through Redis
+(``streams.itemfeed``), which every worker follows.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import ssl
-from collections.abc import AsyncIterator
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import faust
 import redis.asyncio as aioredis
+from faust.types import TP
 
 from models.artefact import ModelArtefact, latest, load
+from models.itemlearn import learn
+from models.step import Inbound, ItemDelta
+from streams.itemfeed import ItemFeed
 from streams.logs import logging_config
 from streams.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from streams.metrics import exposition
 from streams.metrics import register as register_metrics
 from streams.page import register_page
-from streams.processor import EventProcessor, Rejected, stats_mapping
 from streams.redisclient import async_client
 from streams.settings import Settings
 from streams.sink import RecSink, RedisSink
+from streams.stats import stats_mapping
 from streams.topics import MAX_MESSAGE_BYTES
 from streams.web import drop_faust_views
+from streams.worker import Rejected, Worker
 
 log = logging.getLogger(__name__)
 
@@ -36,21 +47,14 @@ DLQ_TOPIC = "eddy.dlq.topic"
 DLQ_PARTITION = "eddy.dlq.partition"
 DLQ_OFFSET = "eddy.dlq.offset"
 STATS_INTERVAL_S = 1.0
+COMMIT_INTERVAL_S = 1.0
+"""How often the events offsets whose state is written are committed."""
 GLOBAL_RECOVERY_BUFFER = 1
 """Faust resumes a GlobalTable's changelog partitions that this worker does not also hold
-as standby only when the table's recovery buffer is 1; otherwise they stay paused after
-recovery and updates written by other workers stop arriving. Keeping them fetching also
-keeps Faust's set of active partitions non-empty after recovery: a fetch that sees it
-empty returns every partition, and Faust drops the stream records it was not asking for."""
+as standby only when the table's recovery buffer is 1 (docs/reliability.md)."""
 RECOVERY_DELAY_S = 2.0
-"""Pause after each rebalance before table recovery seeks its changelogs.
-
-A Faust fetch that was already waiting when the rebalance began returns within its 1 s
-timeout; if that happens after recovery has seeked a changelog to its start, Faust drops
-the records (flow stopped) while aiokafka has already moved past them, and recovery then
-waits forever for offsets it will never see again. Waiting longer than that timeout
-first lets the stale fetch return before the seek (docs/reliability.md, "Faust recovery").
-"""
+"""Pause after each rebalance before table recovery seeks its changelogs (a stale fetch
+returns first; docs/reliability.md, "Faust recovery")."""
 
 
 @dataclass
@@ -58,13 +62,11 @@ class EddyApp:
     """The Faust app with handles on what tests and the CLI need."""
 
     app: faust.App
-    processor: EventProcessor
+    worker: Worker
     events_topic: Any
     items_topic: Any
     dlq_topic: Any
-    profiles: Any
     catalog: Any
-    popularity: Any
     events_agent: Any
     items_agent: Any
 
@@ -107,6 +109,7 @@ def faust_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.broker_session_timeout_s,
         broker_rebalance_timeout=settings.broker_rebalance_timeout_s,
         stream_recovery_delay=RECOVERY_DELAY_S,
+        stream_wait_empty=False,  # the events agent batches and commits by itself
         consumer_group_instance_id=settings.worker_id,
         web_bind=settings.web_host,
         web_port=settings.web_port,
@@ -128,66 +131,47 @@ def faust_app(settings: Settings) -> faust.App:
 
 
 def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
-    """Define topics, tables, agents and timers on a new Faust app."""
-    app = faust_app(settings)
-    register_page(app, settings)
-    events_topic = app.topic(settings.topic_events, partitions=settings.events_partitions)
-    items_topic = app.topic(settings.topic_items, partitions=settings.items_partitions)
-    dlq_topic = app.topic(settings.topic_dlq, partitions=settings.dlq_partitions)
-    impressions_topic = app.topic(settings.topic_impressions, partitions=settings.events_partitions)
-    profiles = app.Table(
-        "profiles",
-        key_type=str,
-        partitions=settings.events_partitions,
-        help="User profiles keyed by user_id.",
-    )
+    """Define topics, the catalog table, agents and timers on a new Faust app."""
+    s = settings
+    app = faust_app(s)
+    register_page(app, s)
+    events_topic = app.topic(s.topic_events, partitions=s.events_partitions, acks=False)
+    items_topic = app.topic(s.topic_items, partitions=s.items_partitions)
+    dlq_topic = app.topic(s.topic_dlq, partitions=s.dlq_partitions)
+    impressions_topic = app.topic(s.topic_impressions, partitions=s.events_partitions)
+    item_updates_topic = app.topic(s.topic_item_updates, partitions=s.events_partitions)
+
+    async def on_catalog_changelog(event: faust.EventT[Any]) -> None:
+        value = event.value
+        if isinstance(value, bytes | str):
+            value = json.loads(value)
+        if isinstance(value, dict):
+            worker.on_catalog(value)
+
     catalog = app.GlobalTable(
         "catalog",
         key_type=str,
         recovery_buffer_size=GLOBAL_RECOVERY_BUFFER,
-        partitions=settings.items_partitions,
+        partitions=s.items_partitions,
+        on_changelog_event=on_catalog_changelog,
         help="Item catalog keyed by item_id, on every worker.",
     )
-    item_updates_topic = app.topic(
-        settings.topic_item_updates, partitions=settings.events_partitions
-    )
+    redis_url = s.redis_url.get_secret_value()
+    prior = load_prior(s)
+    worker = Worker(s, sink or RedisSink(redis_url, cluster=s.redis_cluster), prior=prior)
+    redis_client = async_client(s, socket_timeout=5)
+    feed = ItemFeed(s, redis_client)
+    lock = asyncio.Lock()
+    buffer: list[Inbound] = []
+    rejects: list[tuple[faust.types.Message, Rejected]] = []
+    buffer_since = [0.0]
+    read_offsets: dict[int, int] = {}
+    """Events partition -> last offset read (for consumer lag)."""
+    committed: dict[int, int] = {}
+    owner_offsets: dict[int, int] = {}
+    """Item-updates partition -> newest offset applied (cached from Redis)."""
 
-    async def on_vector_changelog(event: faust.EventT[Any]) -> None:
-        key, value = event.key, event.value
-        item_id = key.decode() if isinstance(key, bytes) else str(key)
-        value = json.loads(value) if isinstance(value, bytes | str) else value
-        processor.on_item_vector(item_id, value)
-
-    item_vectors = app.GlobalTable(
-        "item_vectors",
-        key_type=str,
-        recovery_buffer_size=GLOBAL_RECOVERY_BUFFER,
-        partitions=settings.events_partitions,
-        on_changelog_event=on_vector_changelog,
-        help="Item state learned online, keyed by item_id: {vector, quality}; written by the "
-        "worker that owns the item, applied by every worker.",
-    )
-    popularity = app.GlobalTable(
-        "popularity",
-        key_type=str,
-        recovery_buffer_size=GLOBAL_RECOVERY_BUFFER,
-        partitions=settings.events_partitions,
-        help="Time-decayed popularity keyed by item_id: [score, anchor_ts], on every worker.",
-    )
-    redis_url = settings.redis_url.get_secret_value()
-    prior = load_prior(settings)
-    processor = EventProcessor(
-        settings,
-        profiles,
-        catalog,
-        popularity,
-        sink or RedisSink(redis_url, cluster=settings.redis_cluster),
-        prior=prior,
-    )
-    publisher = processor.publisher
-
-    async def dead_letter(event: faust.EventT[Any], rejected: Rejected) -> None:
-        msg = event.message
+    async def dead_letter(msg: faust.types.Message, rejected: Rejected) -> None:
         headers = [
             (DLQ_REASON, rejected.reason.encode()),
             (DLQ_TOPIC, msg.topic.encode()),
@@ -197,7 +181,7 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
         try:
             await dlq_topic.send(key=msg.key, value=msg.value, headers=headers)
         except Exception:  # the dead letter cannot be written: never stop the agent for it
-            processor.stats.dlq_errors += 1
+            worker.stats.dlq_errors += 1
             log.exception(
                 "could not write dead letter %s[%d]@%d (%s); skipped",
                 msg.topic,
@@ -210,75 +194,136 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
             "dead letter %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, rejected.reason
         )
 
-    async def publish() -> None:
-        """Write pending lists to Redis, then log what was published to the impressions topic."""
-        await publisher.flush()
-        quality = processor.drain_quality()
-        processor.stats.item_updates_sent += len(quality)
-        for update in quality:
-            await item_updates_topic.send(
-                key=update["item_id"].encode(), value=json.dumps(update).encode()
-            )
-        pending, processor.impressions = processor.impressions, []
-        for record in pending:
-            await impressions_topic.send(
-                key=record["user_id"].encode(), value=json.dumps(record).encode()
-            )
-
-    read_offsets: dict[int, int] = {}
-    """Events partition -> last offset handed to the processor (for consumer lag)."""
+    async def process_buffer() -> None:
+        """Run the step on the buffered events and write what it produced."""
+        async with lock:
+            batch, dead = list(buffer), list(rejects)
+            buffer.clear()
+            rejects.clear()
+            for msg, rejected in dead:
+                await dead_letter(msg, rejected)
+            if batch:
+                await worker.load_until_loaded(batch)
+                await worker.process(batch)
+            elif worker.pending:
+                await worker.flush()
 
     @app.agent(events_topic, name="eddy.process_events")
-    async def process_events(stream: faust.StreamT[Any]) -> AsyncIterator[None]:
+    async def process_events(stream: faust.StreamT[Any]) -> None:
         async for event in stream.events():
             msg = event.message
             read_offsets[msg.partition] = msg.offset
             produced_at = msg.timestamp if msg.timestamp and msg.timestamp > 0 else None
-            at = (msg.partition, msg.offset)
-            rejected = processor.on_event(msg.value, msg.key, produced_at, at)
-            if rejected is not None:
-                await dead_letter(event, rejected)
-            updates, processor.item_updates = processor.item_updates, []
-            processor.stats.item_updates_sent += len(updates)
-            for item_id, context in updates:
-                await item_updates_topic.send(
-                    key=item_id.encode(),
-                    value=json.dumps({"item_id": item_id, "context": context}).encode(),
-                )
-            if publisher.due():
-                await publish()
-            yield None
+            decoded = worker.decode(msg.value, msg.key, (msg.partition, msg.offset), produced_at)
+            if isinstance(decoded, Rejected):
+                rejects.append((msg, decoded))
+                worker.mark_skipped(msg.partition, msg.offset)
+            else:
+                if not buffer:
+                    buffer_since[0] = time.monotonic()
+                buffer.append(decoded)
+            if len(buffer) + len(rejects) >= s.batch_max_events:
+                await process_buffer()
+
+    @app.timer(s.flush_interval_ms / 1000, name="eddy.flush")
+    async def flush() -> None:
+        if (buffer or rejects) and time.monotonic() - buffer_since[0] >= s.flush_interval_ms / 1000:
+            await process_buffer()
+        elif worker.pending:
+            async with lock:
+                await worker.flush()
+
+    @app.timer(s.item_window_ms / 1000, name="eddy.send_items")
+    async def send_items() -> None:
+        """Once per window: item deltas to their owners, the impressions log."""
+        for partition, body in worker.drain_item_updates().items():
+            await item_updates_topic.send(
+                key=str(partition).encode(), value=body, partition=partition
+            )
+            worker.stats.item_updates_sent += 1
+        pending, worker.impressions = worker.impressions, []
+        if pending:
+            await impressions_topic.send(
+                key=pending[0]["user_id"].encode(),
+                value=json.dumps({"lists": pending}, separators=(",", ":")).encode(),
+            )
+
+    @app.timer(COMMIT_INTERVAL_S, name="eddy.commit")
+    async def commit() -> None:
+        await commit_events()
+
+    async def commit_events() -> None:
+        offsets = {
+            TP(events_topic_name, p): o + 1
+            for p, o in worker.committable.items()
+            if o + 1 > committed.get(p, -1)
+        }
+        if not offsets:
+            return
+        try:
+            if await cast(Any, app.consumer)._commit(offsets):
+                committed.update({tp.partition: o for tp, o in offsets.items()})
+        except Exception as exc:  # the next commit carries the same offsets
+            log.warning("could not commit events offsets: %s", exc)
 
     @app.agent(items_topic, name="eddy.process_items")
-    async def process_items(stream: faust.StreamT[Any]) -> AsyncIterator[None]:
+    async def process_items(stream: faust.StreamT[Any]) -> None:
         async for event in stream.events():
-            rejected = processor.on_item(event.message.value, event.message.key)
+            msg = event.message
+            rejected = worker.on_item(msg.value, msg.key)
             if rejected is not None:
-                await dead_letter(event, rejected)
-            yield None
+                await dead_letter(msg, rejected)
+            else:
+                item_id = msg.key.decode() if msg.key else json.loads(msg.value)["item_id"]
+                catalog[item_id] = json.loads(msg.value)
 
     @app.agent(item_updates_topic, name="eddy.learn_items")
-    async def learn_items(stream: faust.StreamT[Any]) -> AsyncIterator[None]:
-        """Item-partitioned learning: one worker owns each item's vector and broadcasts it."""
+    async def learn_items(stream: faust.StreamT[Any]) -> None:
+        """Item-partitioned learning: one worker owns each item's state and shares it."""
         async for event in stream.events():
-            learned = processor.on_item_update(event.message.value)
-            processor.stats.item_updates_done += 1
-            if learned is not None:
-                item_id, value = learned
-                item_vectors[item_id] = value
-            yield None
+            msg = event.message
+            if msg.partition not in owner_offsets:
+                owner_offsets[msg.partition] = await feed.applied_offset(msg.partition)
+            if msg.offset <= owner_offsets[msg.partition]:
+                continue  # replayed after a restart: already applied
+            try:
+                deltas = {str(i): ItemDelta.from_json(d) for i, d in json.loads(msg.value).items()}
+            except (ValueError, TypeError, AttributeError, RecursionError) as exc:
+                log.warning("skipping a malformed item update: %s", exc)
+                continue
+            records = learn(deltas, worker.step.popularity, worker.items)
+            await feed.publish(records, msg.partition, msg.offset)
+            owner_offsets[msg.partition] = msg.offset
+            worker.stats.item_updates_done += 1
 
-    @app.timer(settings.flush_interval_ms / 1000, name="eddy.flush")
-    async def flush() -> None:
-        if publisher.due():
-            await publish()
+    @app.task
+    async def follow_items() -> None:
+        """Apply the item records every owner publishes (this worker's own included)."""
+        while not app.should_stop:
+            try:
+                last_id, records = await feed.snapshot()
+                worker.apply_records(records)
+                worker.refresh_popular()
+                while not app.should_stop:
+                    last_id, records = await feed.follow(last_id)
+                    worker.apply_records(records)
+            except aioredis.RedisError as exc:
+                log.warning("item feed: %s; reloading in 1 s", exc)
+                await asyncio.sleep(1.0)
 
-    @app.timer(settings.popular_refresh_s, name="eddy.refresh_popular")
+    @app.timer(s.popular_refresh_s, name="eddy.refresh_popular")
     async def refresh_popular() -> None:
-        processor.refresh_popular()
+        worker.refresh_popular()
 
-    stats_redis = async_client(settings, socket_timeout=5)
-    events_topic_name = settings.topic_events
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await process_buffer()
+        await commit_events()
+        worker.forget_partitions()
+        owner_offsets.clear()
+        committed.clear()
+
+    events_topic_name = s.topic_events
 
     def measure_lag() -> int:
         """Record the lag of each events partition this worker owns; return how many."""
@@ -289,29 +334,29 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
             if end is not None and end >= 0:
                 read = read_offsets.get(tp.partition)
                 lags[tp.partition] = max(0, end - (read + 1 if read is not None else 0))
-        processor.stats.consumer_lag = {events_topic_name: lags}
+        worker.stats.consumer_lag = {events_topic_name: lags}
         return len(owned)
 
     @app.timer(STATS_INTERVAL_S, name="eddy.stats")
     async def write_stats() -> None:
-        key = settings.key("stats", settings.worker_id)
+        key = s.key("stats", s.worker_id)
         owned = measure_lag()
         try:
-            fields: Any = dict(stats_mapping(processor.stats, settings.worker_id, processor.items))
+            fields: Any = dict(stats_mapping(worker.stats, s.worker_id, worker.items))
             fields["events_partitions"] = str(owned)
-            await stats_redis.hset(key, mapping=fields)
-            await stats_redis.expire(key, 3600)
+            await redis_client.hset(key, mapping=fields)
+            await redis_client.expire(key, 3600)
         except aioredis.RedisError as exc:
             log.warning("could not write stats: %s", exc)
 
-    register_metrics(processor.stats, settings.worker_id)
+    register_metrics(worker.stats, s.worker_id)
 
     @app.page("/metrics")
     class MetricsView(faust.web.View):
         """Prometheus exposition of this worker."""
 
         async def get(self, request: faust.web.Request) -> faust.web.Response:
-            return self.bytes(exposition(processor.stats), content_type=METRICS_CONTENT_TYPE)
+            return self.bytes(exposition(worker.stats), content_type=METRICS_CONTENT_TYPE)
 
     @app.page("/health")
     class HealthView(faust.web.View):
@@ -322,31 +367,24 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
             ready = bool(recovery and recovery.completed.is_set()) and not app.rebalancing
             body = {
                 "status": "ok" if ready else "recovering",
-                "worker_id": settings.worker_id,
-                "events_total": sum(processor.stats.events.values()),
-                "model_version": processor.model_version,
+                "worker_id": s.worker_id,
+                "events_total": sum(worker.stats.events.values()),
+                "model_version": worker.model_version,
             }
             return self.json(body, status=200 if ready else 503)
 
     async def final_flush(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        await publish()
+        await process_buffer()
+        await commit_events()
+        await send_items()
         await write_stats()
-        await stats_redis.aclose()
-        await processor.sink.close()
+        await redis_client.aclose()
+        await worker.sink.close()
 
     app.on_before_shutdown.connect(final_flush)
 
     return EddyApp(
-        app,
-        processor,
-        events_topic,
-        items_topic,
-        dlq_topic,
-        profiles,
-        catalog,
-        popularity,
-        process_events,
-        process_items,
+        app, worker, events_topic, items_topic, dlq_topic, catalog, process_events, process_items
     )
 
 

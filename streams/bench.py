@@ -14,7 +14,7 @@ and each raw baseline is measured in the same run, so that ratios hold on a nois
    hash, which holds only this phase's samples;
 5. Redis: ``GET`` of one list against ``PING`` (redis-py, one call at a time);
 6. retrieval: ``models.retrieval_bench.benchmark`` per size (FAISS against exact numpy);
-7. the issue's targets and, where throughput misses, a cProfile of ``EventProcessor``
+7. the issue's targets and, where throughput misses, a cProfile of ``streams.worker.Worker``
    in-process over the same events (no Kafka, no Faust, ``MemorySink``).
 """
 
@@ -51,16 +51,18 @@ from infra import devstack
 from models.artefact import ModelArtefact, save
 from models.datasets import BUNDLED_MOVIELENS, Dataset, load_movielens
 from models.events import Event, ItemUpsert, encode
+from models.itemlearn import learn
 from models.retrieval_bench import _percentiles_ms, benchmark
+from models.step import Inbound
 from models.training import TrainConfig, train
 from streams.app import STATS_INTERVAL_S
 from streams.demo import stats, wait_processed
-from streams.processor import EventProcessor
 from streams.reader import connect
 from streams.replay import ReplayStats, replay
 from streams.settings import Settings, load_settings
 from streams.sink import MemorySink
 from streams.topics import create_topics
+from streams.worker import Worker
 
 T = TypeVar("T")
 
@@ -298,24 +300,6 @@ def wait_learned(
 
 
 # --- in-process profile ---------------------------------------------------------------
-def _learn(processor: EventProcessor, updates: Iterable[dict[str, Any]]) -> None:
-    """The item-updates agent: apply each update, then its broadcast value."""
-    for update in updates:
-        learned = processor.on_item_update(json.dumps(update).encode())
-        if learned is not None:
-            processor.on_item_vector(*learned)
-
-
-def _after_event(processor: EventProcessor, loop: asyncio.AbstractEventLoop) -> None:
-    """What the worker's agents do after each event: learn items, flush when due."""
-    _learn(processor, ({"item_id": i, "context": c} for i, c in processor.item_updates))
-    processor.item_updates = []
-    if processor.publisher.due():
-        loop.run_until_complete(processor.publisher.flush())
-        _learn(processor, processor.drain_quality())
-        processor.impressions = []
-
-
 def process_in_process(
     settings: Settings,
     prior: ModelArtefact,
@@ -323,26 +307,32 @@ def process_in_process(
     events: Sequence[Event],
     profiler: cProfile.Profile | None = None,
 ) -> float:
-    """Run ``events`` through a fresh ``EventProcessor`` (dict tables, ``MemorySink``);
-    return events/s. The catalog is loaded first, untimed and unprofiled."""
-    processor = EventProcessor(settings, {}, {}, {}, MemorySink(), prior=prior)
+    """Run ``events`` through a fresh ``Worker`` (``MemorySink``) in micro-batches as the
+    agent forms them, with the item owner's learning applied per window; return events/s.
+    The catalog is loaded first, untimed and unprofiled."""
+    worker = Worker(settings, MemorySink(), prior=prior)
     loop = asyncio.new_event_loop()
     try:
         for item in items:
-            processor.on_item(encode(item), item.item_id.encode())
-        loop.run_until_complete(processor.publisher.flush())
+            worker.on_item(encode(item), item.item_id.encode())
+        loop.run_until_complete(worker.flush())
         payloads = [(encode(e), e.user_id.encode()) for e in events]
         produced_at = time.time() - BACKLOG_AGE_S
+        size = settings.batch_max_events
         started = time.perf_counter()
-        next_refresh = started + settings.popular_refresh_s
         with profiler or contextlib.nullcontext():
-            for raw, key in payloads:
-                processor.on_event(raw, key, produced_at)
-                _after_event(processor, loop)
-                if time.perf_counter() >= next_refresh:
-                    processor.refresh_popular()
-                    next_refresh += settings.popular_refresh_s
-            loop.run_until_complete(processor.publisher.flush())
+            for start in range(0, len(payloads), size):
+                batch = []
+                for n, (raw, key) in enumerate(payloads[start : start + size], start):
+                    decoded = worker.decode(raw, key, (0, n), produced_at)
+                    if isinstance(decoded, Inbound):
+                        batch.append(decoded)
+                loop.run_until_complete(worker.process(batch))
+                deltas = worker.item_deltas
+                worker.item_deltas = {}
+                learn(deltas, worker.step.popularity, worker.items)
+                worker.impressions = []
+                worker.refresh_popular()
         return len(payloads) / (time.perf_counter() - started)
     finally:
         loop.close()
@@ -401,15 +391,15 @@ def profile(
     stats = pstats.Stats(profiler).get_stats_profile()
     return {
         "method": (
-            "the first events through one EventProcessor in-process (dict tables, "
-            "MemorySink, item learning and flushes as the agents do them, backlog "
-            "coalescing as in the bulk run), once timed and once under cProfile"
+            "the first events through one Worker in-process (MemorySink, micro-batches "
+            "of EDDY_BATCH_MAX_EVENTS, the owner's item learning per batch), once timed "
+            "and once under cProfile"
         ),
         "events": len(events),
         "in_process_events_per_s": round(rate, 1),
         "worker_share_outside_processor": round(max(0.0, 1 - worker_rate / rate), 3),
-        "profiled_ms_per_event": ms_per_call(stats, "streams/processor.py", "on_event"),
-        "profiled_ms_per_list_ranked": ms_per_call(stats, "streams/processor.py", "_rank"),
+        "profiled_ms_per_batch": ms_per_call(stats, "models/step.py", "run"),
+        "profiled_ms_per_batch_ranked": ms_per_call(stats, "models/step.py", "_rank"),
         "top_cumulative": profile_rows(stats, "cumtime", PROFILE_TOP),
         "top_own_time": profile_rows(stats, "tottime", PROFILE_TOP),
     }
@@ -710,7 +700,7 @@ def run_bench(config: BenchConfig, console: Console) -> dict[str, Any]:
     result["profile"] = None
     throughput = result["throughput"]["worker_events_per_s"]
     if throughput < TARGET_EVENTS_PER_S:
-        with console.status("throughput target missed: profiling EventProcessor in-process…"):
+        with console.status("throughput target missed: profiling the Worker in-process…"):
             result["profile"] = profile(
                 base,
                 artefact,
@@ -789,7 +779,7 @@ def summary(console: Console, result: dict[str, Any]) -> None:
     prof = result["profile"]
     if prof is not None:
         console.print(
-            f"profile: EventProcessor alone {prof['in_process_events_per_s']:,.0f} events/s; "
+            f"profile: the Worker alone {prof['in_process_events_per_s']:,.0f} events/s; "
             f"{prof['worker_share_outside_processor']:.0%} of the worker's time per event "
             f"is outside it (Faust, Kafka, Redis); ranking one list takes "
             f"{prof['profiled_ms_per_list_ranked'] or 0:.1f} ms under cProfile. Top own time:"

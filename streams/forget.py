@@ -12,10 +12,10 @@ from confluent_kafka import Producer
 from rich.console import Console
 
 from models.events import is_valid_id
-from streams.processor import USER_KEYS
 from streams.redisclient import sync_client
 from streams.replay import producer_config
 from streams.settings import Settings, load_settings
+from streams.worker import USER_KEYS
 
 console = Console()
 err = Console(stderr=True)

@@ -106,6 +106,12 @@ class Settings(BaseSettings):
     rec_ttl_s: int = Field(
         default=7 * 86_400, ge=1, description="TTL of a user's list and profile in Redis."
     )
+    profile_ttl_s: int = Field(
+        default=90 * 86_400,
+        ge=1,
+        description="TTL of a user's profile (the worker's state) in Redis, renewed by "
+        "every event: a user idle this long starts afresh.",
+    )
     log_retention_days: float = Field(
         default=14.0,
         gt=0,
@@ -113,6 +119,18 @@ class Settings(BaseSettings):
     )
     flush_interval_ms: int = Field(
         default=20, ge=1, description="Longest a new list waits before it is written to Redis."
+    )
+    batch_max_events: int = Field(
+        default=500,
+        ge=1,
+        description="Events per micro-batch at most (a batch also closes after "
+        "EDDY_FLUSH_INTERVAL_MS).",
+    )
+    item_window_ms: int = Field(
+        default=1000,
+        ge=10,
+        description="How often item deltas go to the items' owners and impressions to "
+        "their topic (one message per partition per window).",
     )
     flush_max_batch: int = Field(
         default=500, ge=1, description="Lists written per Redis pipeline at most."

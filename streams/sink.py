@@ -26,6 +26,10 @@ class RecSink(Protocol):
 
     async def get(self, key: str) -> bytes | None: ...
 
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values of ``keys`` in order (None where absent), in one round trip."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -54,6 +58,12 @@ class RedisSink:
         if isinstance(value, str):
             return value.encode()
         return value if value is None else bytes(value)
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        values = await self._redis.mget(list(keys))
+        return [v.encode() if isinstance(v, str) else v for v in values]
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -87,6 +97,9 @@ class MemorySink:
             del self.data[key]
             return None
         return value
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return [await self.get(key) for key in keys]
 
     async def close(self) -> None:
         self.data.clear()

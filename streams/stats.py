@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Histogram
+
+if TYPE_CHECKING:
+    from models.itemstate import ItemState
 
 FRESHNESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 RANK_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
@@ -29,6 +34,7 @@ class WorkerStats:
     """Events skipped because their profile already reflected them (replays, retries)."""
     items: int = 0
     lists_published: int = 0
+    lists_ranked: int = 0
     redis_errors: int = 0
     render_errors: int = 0
     item_updates_sent: int = 0
@@ -60,12 +66,13 @@ class WorkerStats:
             registry=self.registry,
         )
 
-    def event(self, kind: str) -> None:
+    def event(self, kind: str, n: int = 1) -> None:
+        """``n`` events of ``kind`` applied now."""
         now = time.time()
         if self.first_event_at is None:
             self.first_event_at = now
         self.last_event_at = now
-        self.events[kind] += 1
+        self.events[kind] += n
 
     def freshness(self, seconds: float) -> None:
         if len(self.freshness_s) >= self.window:
@@ -111,3 +118,16 @@ class WorkerStats:
             out["freshness_ms_max"] = round(float(arr.max()) * 1000, 3)
             out["freshness_samples"] = len(arr)
         return out
+
+
+def stats_mapping(
+    stats: WorkerStats, worker_id: str, items: ItemState | None = None
+) -> Mapping[str, str]:
+    """The stats snapshot as string fields for a Redis hash."""
+    snap = stats.snapshot()
+    snap["worker_id"] = worker_id
+    if items is not None:
+        snap["online_item_vectors"] = items.online_items
+        snap["item_vectors_digest"] = items.digest()
+    snap["updated_at"] = time.time()
+    return {k: str(v) for k, v in snap.items()}

@@ -1,0 +1,421 @@
+"""Ranking many users at once: the ``Ranker`` protocol, its reference and its fast form.
+
+``ReferenceRanker`` calls ``models.recommender.recommend`` once per user: the exact
+definition of a list (module doc there). ``VectorRanker`` computes the same lists for a
+whole batch with numpy: one batched retrieval call, the blended score, repeat decay,
+MMR and the epsilon-greedy slots vectorised across users. With ``epsilon = 0`` both
+give the same lists; with exploration both follow the same policy with exact
+propensities (``tests/unit/test_batchrank.py`` runs one contract suite over both),
+though they draw their randomness differently.
+
+MMR is computed for the first ``k`` picks only: at slot ``s`` at most ``s`` items are
+gone, so the greedy item is always among the first ``s + 1`` of the MMR order, and an
+explored slot draws uniformly from whatever remains, whatever its order. An explored
+item past that prefix reports its marginal score after ``k`` MMR steps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from models.bandit import EpsilonGreedyRanker
+from models.profile import UserProfile
+from models.recommender import (
+    EXPLORING,
+    TRENDING,
+    ItemView,
+    RankConfig,
+    clicked_reason,
+    new_reason,
+    popular_reason,
+    recommend,
+)
+from models.recs import RecItem
+from models.rerank import ShownCounter
+
+
+@dataclass(frozen=True, slots=True)
+class RankRequest:
+    """One user to rank: their profile, taste vector, shows, settings and bandit."""
+
+    profile: UserProfile
+    vector: npt.NDArray[np.float32] | None
+    shown: ShownCounter
+    cfg: RankConfig
+    bandit: EpsilonGreedyRanker
+    t: float
+    """The bandit round (epsilon schedule)."""
+    variant: str = "default"
+    exclude: frozenset[str] = frozenset()
+    """Items never to list, besides the purchased and recent ones (evaluation)."""
+
+
+class Ranker(Protocol):
+    """Ranks a batch of users against the same item state."""
+
+    def rank_batch(
+        self, requests: Sequence[RankRequest], items: ItemView, now_ts: float
+    ) -> list[list[RecItem]]:
+        """One list per request, in order."""
+        ...
+
+
+class ReferenceRanker:
+    """The exact definition: ``recommend`` for each user in turn."""
+
+    def rank_batch(
+        self, requests: Sequence[RankRequest], items: ItemView, now_ts: float
+    ) -> list[list[RecItem]]:
+        return [
+            recommend(r.profile, r.vector, items, r.shown, now_ts, r.cfg, r.bandit, r.t, r.exclude)
+            for r in requests
+        ]
+
+
+def _first(ranked: Sequence[tuple[str, float]], n: int, exclude: set[str]) -> list[str]:
+    out: list[str] = []
+    if n <= 0:
+        return out
+    for item_id, _ in ranked:
+        if item_id not in exclude:
+            out.append(item_id)
+            if len(out) >= n:
+                break
+    return out
+
+
+class _Features:
+    """Per-item inputs of the blend for the union of a batch's candidates."""
+
+    def __init__(self, items: ItemView, ids: Sequence[str], now_ts: float, cfg: RankConfig):
+        n, dim = len(ids), items.retriever.dim
+        self.row = {item_id: i for i, item_id in enumerate(ids)}
+        unit = np.zeros((n + 1, dim), dtype=np.float64)  # row n: "no item" (padding)
+        has = np.zeros(n + 1, dtype=bool)
+        content = np.zeros(n + 1, dtype=bool)
+        qual = np.zeros(n + 1)
+        fresh = np.zeros(n + 1)
+        pop = np.zeros(n + 1)
+        global_pop = dict(items.global_top)
+        category_top = items.category_top
+        cat_pop: dict[str, dict[str, float]] = {}
+        quality = items.quality
+        q0 = quality.prior_mean
+        window = cfg.new_item_window_s
+        cats: list[tuple[str, ...]] = []
+        for i, item_id in enumerate(ids):
+            vec = items.retriever.vector(item_id)
+            if vec is not None:
+                norm = float(np.linalg.norm(vec))
+                if math.isfinite(norm) and norm > 0:
+                    unit[i] = vec / norm
+                    has[i] = True
+            content[i] = items.from_content(item_id)
+            qual[i] = math.tanh(math.log(quality.score(item_id) / q0))
+            seen = items.first_seen(item_id)
+            if seen is not None and window > 0:
+                fresh[i] = max(0.0, 1.0 - max(0.0, now_ts - seen) / window)
+            item_cats = tuple(dict.fromkeys(items.categories(item_id)))
+            cats.append(item_cats)
+            p = global_pop.get(item_id, 0.0)
+            for cat in item_cats:
+                table = cat_pop.get(cat)
+                if table is None:
+                    table = cat_pop[cat] = dict(category_top.get(cat, ()))
+                p = max(p, table.get(item_id, 0.0))
+            pop[i] = min(1.0, max(0.0, p))
+        self.unit, self.has, self.content = unit, has, content
+        self.qual, self.fresh, self.pop, self.cats = qual, fresh, pop, cats
+        self.pad = n
+
+
+class VectorRanker:
+    """``ReferenceRanker``'s lists for a whole batch at once, vectorised with numpy."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def rank_batch(
+        self, requests: Sequence[RankRequest], items: ItemView, now_ts: float
+    ) -> list[list[RecItem]]:
+        if not requests:
+            return []
+        if not math.isfinite(now_ts):
+            raise ValueError(f"now_ts must be finite, got {now_ts!r}")
+        out: list[list[RecItem]] = [[] for _ in requests]
+        groups: dict[RankConfig, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault(r.cfg, []).append(i)
+        for cfg, members in groups.items():
+            lists = self._rank_group([requests[i] for i in members], items, now_ts, cfg)
+            for i, items_i in zip(members, lists, strict=True):
+                out[i] = items_i
+        return out
+
+    def _rank_group(
+        self, requests: Sequence[RankRequest], items: ItemView, now_ts: float, cfg: RankConfig
+    ) -> list[list[RecItem]]:
+        dim = items.retriever.dim
+        b = len(requests)
+        users = np.zeros((b, dim), dtype=np.float64)
+        has_user = np.zeros(b, dtype=bool)
+        excludes: list[set[str]] = []
+        for i, r in enumerate(requests):
+            excludes.append(set(r.profile.purchased) | set(r.profile.recent) | r.exclude)
+            if r.vector is None:
+                continue
+            vec = np.asarray(r.vector, dtype=np.float64)
+            if vec.ndim != 1 or vec.shape[0] != dim:
+                raise ValueError(
+                    f"user vector must be 1-D of dimension {dim} (the retriever's), "
+                    f"got shape {vec.shape}"
+                )
+            if not np.isfinite(vec).all():
+                raise ValueError("user vector contains NaN or infinite values")
+            norm = float(np.linalg.norm(vec))
+            if math.isfinite(norm) and norm > 0:
+                users[i] = vec / norm
+                has_user[i] = True
+        hits: list[list[str]] = [[] for _ in requests]
+        searching = [i for i in range(b) if has_user[i]]
+        if searching and cfg.n_candidates > 0 and len(items.retriever) > 0:
+            found = items.retriever.search_batch(
+                users[searching].astype(np.float32),
+                cfg.n_candidates,
+                exclude=[excludes[i] for i in searching],
+            )
+            for i, row in zip(searching, found, strict=True):
+                hits[i] = [item_id for item_id, _ in row]
+        shares: list[dict[str, float]] = []
+        pools: list[list[str]] = []
+        for i, r in enumerate(requests):
+            profile, exclude = r.profile, excludes[i]
+            total = sum(w for w in profile.affinities.values() if w > 0)
+            share = {c: w / total for c, w in profile.affinities.items() if w > 0 and total > 0}
+            shares.append(share)
+            top_cats = [c for c, w in profile.top_categories(cfg.n_categories) if w > 0]
+            ids: dict[str, None] = dict.fromkeys(hits[i])
+            for cat in top_cats:
+                ids.update(
+                    dict.fromkeys(
+                        _first(items.category_top.get(cat, ()), cfg.per_category, exclude)
+                    )
+                )
+            ids.update(dict.fromkeys(_first(items.global_top, cfg.n_trending, exclude)))
+            if cfg.n_new > 0 and cfg.new_item_window_s > 0:
+                for cat in top_cats:
+                    fresh_ids = [
+                        (item_id, 0.0)
+                        for item_id in items.new_items(cat)
+                        if (seen := items.first_seen(item_id)) is not None
+                        and max(0.0, now_ts - seen) < cfg.new_item_window_s
+                    ]
+                    ids.update(dict.fromkeys(_first(fresh_ids, cfg.n_new, exclude)))
+            pools.append(sorted(i_ for i_ in ids if i_ not in exclude and items.available(i_)))
+        union = sorted({item_id for pool in pools for item_id in pool})
+        feats = _Features(items, union, now_ts, cfg)
+        width = max((len(p) for p in pools), default=0)
+        if width == 0:
+            return [[] for _ in requests]
+        rows = np.full((b, width), feats.pad, dtype=np.int64)
+        for i, pool in enumerate(pools):
+            rows[i, : len(pool)] = [feats.row[item_id] for item_id in pool]
+        valid = rows != feats.pad
+        item_units = feats.unit[rows]  # (b, width, dim)
+        sim = np.einsum("bwd,bd->bw", item_units, users)
+        sim = np.where(feats.content[rows], sim * cfg.content_discount, sim)
+        aff = np.zeros((b, width))
+        for i, pool in enumerate(pools):
+            share = shares[i]
+            if share:
+                aff[i, : len(pool)] = [
+                    min(1.0, sum(share.get(c, 0.0) for c in feats.cats[feats.row[item_id]]))
+                    for item_id in pool
+                ]
+        score = (
+            cfg.w_similarity * sim
+            + cfg.w_quality * feats.qual[rows]
+            + cfg.w_affinity * aff
+            + cfg.w_popularity * feats.pop[rows]
+            + cfg.w_freshness * feats.fresh[rows]
+        )
+        times = np.zeros((b, width))
+        for i, r in enumerate(requests):
+            shown = r.shown
+            if len(shown):
+                times[i, : len(pools[i])] = [shown.get(item_id, 0) for item_id in pools[i]]
+        keep = cfg.repeat_factor**times
+        score = np.where(score >= 0, score * keep, score * (2.0 - keep))
+        score = np.where(valid, score, 0.0)
+        scale = np.abs(score).max(axis=1, keepdims=True)
+        relevance = np.divide(score, scale, out=np.zeros_like(score), where=scale > 0)
+        order, marginal_at, after = self._mmr(relevance, item_units, valid, cfg, feats.has[rows])
+        lists: list[list[RecItem]] = []
+        slots = self._slots(requests, order, marginal_at, after, valid, cfg)
+        for i, r in enumerate(requests):
+            pool = pools[i]
+            picks = slots[i]
+            if not picks:
+                lists.append([])
+                continue
+            reasons = self._reasons(
+                r.profile, pool, picks, feats, shares[i], sim[i], aff[i], cfg, items
+            )
+            lists.append(
+                [
+                    RecItem.model_construct(
+                        item_id=pool[col], score=round(value, 6), reason=reason, propensity=prop
+                    )
+                    for (col, value, prop, _), reason in zip(picks, reasons, strict=True)
+                ]
+            )
+        return lists
+
+    @staticmethod
+    def _mmr(
+        relevance: npt.NDArray[np.float64],
+        units: npt.NDArray[np.float64],
+        valid: npt.NDArray[np.bool_],
+        cfg: RankConfig,
+        has_vector: npt.NDArray[np.bool_],
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """The first ``k`` MMR picks per row (columns, -1 past the pool), their marginal
+        values, and every column's marginal after those picks."""
+        b, width = relevance.shape
+        steps = min(cfg.k, width)
+        div = cfg.diversity
+        rel = (1.0 - div) * relevance
+        max_sim = np.zeros((b, width))
+        taken = ~valid
+        order = np.full((b, steps), -1, dtype=np.int64)
+        values = np.zeros((b, steps))
+        units = np.where(has_vector[..., None], units, 0.0)
+        arange = np.arange(b)
+        for step in range(steps):
+            marginal = np.where(taken, -np.inf, rel - div * max_sim)
+            col = np.argmax(marginal, axis=1)
+            ok = np.isfinite(marginal[arange, col])
+            order[ok, step] = col[ok]
+            values[ok, step] = marginal[arange, col][ok]
+            taken[arange[ok], col[ok]] = True
+            if div > 0 and step + 1 < steps:
+                picked = units[arange, col]  # (b, dim)
+                sims = np.einsum("bwd,bd->bw", units, picked)
+                max_sim = np.where(ok[:, None], np.maximum(max_sim, sims), max_sim)
+        after = rel - div * max_sim
+        return order, values, after
+
+    def _slots(
+        self,
+        requests: Sequence[RankRequest],
+        order: npt.NDArray[np.int64],
+        values: npt.NDArray[np.float64],
+        after: npt.NDArray[np.float64],
+        valid: npt.NDArray[np.bool_],
+        cfg: RankConfig,
+    ) -> list[list[tuple[int, float, float, bool]]]:
+        """Epsilon-greedy slots per row: (column, score, propensity, explored)."""
+        b, width = valid.shape
+        sizes = valid.sum(axis=1)
+        eps = np.array([r.cfg.epsilon.epsilon_at(r.t) for r in requests])
+        remaining = valid.copy()
+        prefix = order.shape[1]
+        cursor = np.zeros(b, dtype=np.int64)
+        out: list[list[tuple[int, float, float, bool]]] = [[] for _ in range(b)]
+        value_of: list[dict[int, float]] = [
+            {int(c): float(v) for c, v in zip(order[i], values[i], strict=True) if c >= 0}
+            for i in range(b)
+        ]
+        n_slots = min(cfg.k, width)
+        coins = self.rng.random((n_slots, b))
+        draws = self.rng.random((n_slots, b))
+        for s in range(n_slots):
+            n_rem = sizes - s
+            live = n_rem > 0
+            if not live.any():
+                break
+            # the greedy column: the first MMR pick still remaining
+            greedy = np.full(b, -1, dtype=np.int64)
+            for i in np.flatnonzero(live):
+                c = cursor[i]
+                while c < prefix and (order[i, c] < 0 or not remaining[i, order[i, c]]):
+                    c += 1
+                cursor[i] = c
+                greedy[i] = order[i, c] if c < prefix else int(np.argmax(remaining[i]))
+            explore = coins[s] < eps
+            pick = greedy.copy()
+            idx = np.flatnonzero(live & explore)
+            if idx.size:
+                r_index = np.minimum((draws[s, idx] * n_rem[idx]).astype(np.int64), n_rem[idx] - 1)
+                cums = np.cumsum(remaining[idx], axis=1)
+                pick[idx] = np.argmax(cums > r_index[:, None], axis=1)
+            for i in np.flatnonzero(live):
+                col = int(pick[i])
+                remaining[i, col] = False
+                exploit = 1.0 - eps[i] if col == greedy[i] else 0.0
+                prop = min(1.0, exploit + eps[i] / n_rem[i])
+                value = value_of[i].get(col, float(after[i, col]))
+                out[i].append((col, value, float(prop), bool(explore[i])))
+        return out
+
+    @staticmethod
+    def _reasons(
+        profile: UserProfile,
+        pool: Sequence[str],
+        picks: Sequence[tuple[int, float, float, bool]],
+        feats: _Features,
+        shares: Mapping[str, float],
+        sim: npt.NDArray[np.float64],
+        aff: npt.NDArray[np.float64],
+        cfg: RankConfig,
+        items: ItemView,
+    ) -> list[str]:
+        history = [h for h in profile.recent[: cfg.history_for_reasons]]
+        hist_units = np.array(
+            [
+                (v / n)
+                if (v := items.retriever.vector(h)) is not None
+                and (n := float(np.linalg.norm(v))) > 0
+                else np.zeros(items.retriever.dim)
+                for h in history
+            ],
+            dtype=np.float64,
+        ).reshape(len(history), items.retriever.dim)
+        hist_ok = np.abs(hist_units).sum(axis=1) > 0 if len(history) else np.zeros(0, dtype=bool)
+        reasons: list[str] = []
+        for col, _, _, explored in picks:
+            if explored:
+                reasons.append(EXPLORING)
+                continue
+            item_id = pool[col]
+            row = feats.row[item_id]
+            cats = feats.cats[row]
+            liked = None
+            for cat in cats:
+                if shares.get(cat, 0.0) > 0 and (liked is None or shares[cat] > shares[liked]):
+                    liked = cat
+            if feats.fresh[row] > 0 and liked is not None:
+                reasons.append(new_reason(liked))
+                continue
+            sim_term = cfg.w_similarity * float(sim[col])
+            clicked = None
+            if sim_term > 0 and feats.has[row] and hist_ok.any():
+                sims = np.where(hist_ok, hist_units @ feats.unit[row], -np.inf)
+                hist = history[int(np.argmax(sims))]
+                clicked = clicked_reason(items.title(hist) or hist)
+            pop = float(feats.pop[row])
+            if clicked is not None and sim_term >= max(
+                cfg.w_affinity * float(aff[col]), cfg.w_popularity * pop
+            ):
+                reasons.append(clicked)
+            elif liked is not None and pop > 0:
+                reasons.append(popular_reason(liked))
+            else:
+                reasons.append(clicked or (TRENDING if liked is None else popular_reason(liked)))
+        return reasons
