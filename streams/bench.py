@@ -330,7 +330,7 @@ def process_in_process(
                 loop.run_until_complete(worker.process(batch))
                 deltas = worker.item_deltas
                 worker.item_deltas = {}
-                learn(deltas, worker.step.popularity, worker.items)
+                learn(deltas, worker.step.popularity, worker.items, worker.step.item_versions)
                 worker.impressions = []
                 worker.refresh_popular()
         return len(payloads) / (time.perf_counter() - started)
