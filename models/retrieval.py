@@ -260,7 +260,9 @@ class ExactRetriever:
                 if dropped:
                     scores[dropped] = -np.inf
                 top = _top_rows(scores, min(k, n - len(dropped)))
-                out.append([(ids[r], float(scores[r])) for r in top])
+                out.append(
+                    list(zip([ids[r] for r in top.tolist()], scores[top].tolist(), strict=True))
+                )
         return out
 
     def vector(self, id: str) -> FloatArray | None:
