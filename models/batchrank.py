@@ -39,6 +39,9 @@ from models.recommender import (
 from models.recs import RecItem
 from models.rerank import ShownCounter
 
+CHUNK = 64
+"""Users ranked in one set of arrays: larger chunks stop fitting the CPU caches."""
+
 
 @dataclass(frozen=True, slots=True)
 class RankRequest:
@@ -247,6 +250,36 @@ class VectorRanker:
             got = np.unique(np.fromiter(map(feats.row.__getitem__, ids), np.int64, len(ids)))
             row_lists.append(got[feats.available[got]])
         pools = [[union[j] for j in rows_i.tolist()] for rows_i in row_lists]
+        lists: list[list[RecItem]] = []
+        for start in range(0, b, CHUNK):
+            part = slice(start, start + CHUNK)
+            lists.extend(
+                self._score(
+                    requests[part],
+                    users[part],
+                    pools[part],
+                    row_lists[part],
+                    shares[part],
+                    feats,
+                    cfg,
+                    items,
+                )
+            )
+        return lists
+
+    def _score(
+        self,
+        requests: Sequence[RankRequest],
+        users: npt.NDArray[np.float64],
+        pools: Sequence[list[str]],
+        row_lists: Sequence[npt.NDArray[np.int64]],
+        shares: Sequence[dict[str, float]],
+        feats: _Features,
+        cfg: RankConfig,
+        items: ItemView,
+    ) -> list[list[RecItem]]:
+        """Score, diversify and fill the slots of one chunk of users (arrays in cache)."""
+        b = len(requests)
         width = max((len(p) for p in pools), default=0)
         if width == 0:
             return [[] for _ in requests]
