@@ -52,6 +52,9 @@ FACTORIES: dict[str, Factory] = {
     "popularity": lambda: PopularityRecommender(),
     "popularity-decayed": lambda: PopularityRecommender(half_life_days=1.0),
     "itemknn": lambda: ItemKNNRecommender(k_neighbours=2, shrink=0.0),
+    "itemknn-asymmetric-recency": lambda: ItemKNNRecommender(
+        k_neighbours=2, shrink=1.0, alpha=0.8, history_half_life=1.0
+    ),
 }
 
 
@@ -383,3 +386,43 @@ def test_itemknn_rejects_bad_parameters() -> None:
         ItemKNNRecommender(k_neighbours=0)
     with pytest.raises(ValueError, match="shrink"):
         ItemKNNRecommender(shrink=-1.0)
+
+
+def test_itemknn_asymmetric_cosine() -> None:
+    # a's users {u1, u2, u5} (c_a = 3), b's {u1, u2} (c_b = 2), c_ab = 2.
+    # alpha = 1: sim(i, j) = c_ij / c_i, the conditional probability P(j | i).
+    model = ItemKNNRecommender(shrink=0.0, alpha=1.0)
+    model.fit(FIXTURE)
+    assert_neighbours(model, "a", [("b", 2 / 3)])
+    assert_neighbours(model, "b", [("a", 1.0)])
+    # alpha = 0: sim(i, j) = c_ij / c_j; shrink adds to the denominator
+    model = ItemKNNRecommender(shrink=1.0, alpha=0.0)
+    model.fit(FIXTURE)
+    assert_neighbours(model, "a", [("b", 2 / (2 + 1))])
+    assert_neighbours(model, "b", [("a", 2 / (3 + 1))])
+
+
+def test_itemknn_history_half_life_favours_the_latest_item() -> None:
+    # sim(a, b) = 2 / sqrt(6) ~ 0.82 and sim(c, d) = 1: without recency d wins whatever
+    # the order; with a short half-life the neighbours of the newest item win.
+    plain = ItemKNNRecommender(shrink=0.0)
+    recent = ItemKNNRecommender(shrink=0.0, history_half_life=0.1)
+    for model in (plain, recent):
+        model.fit(FIXTURE)
+        model.observe(ev("x", "c", 20))
+        model.observe(ev("x", "a", 21))
+        model.observe(ev("y", "a", 22))
+        model.observe(ev("y", "c", 23))
+    assert plain.recommend("x", 1, exclude={"a", "c"}) == ["d"]
+    assert plain.recommend("y", 1, exclude={"a", "c"}) == ["d"]
+    assert recent.recommend("x", 1, exclude={"a", "c"}) == ["b"]
+    assert recent.recommend("y", 1, exclude={"a", "c"}) == ["d"]
+    recent.observe(ev("y", "a", 24))  # clicking a again makes it the newest
+    assert recent.recommend("y", 1, exclude={"a", "c"}) == ["b"]
+
+
+def test_itemknn_rejects_bad_knobs() -> None:
+    with pytest.raises(ValueError, match="alpha"):
+        ItemKNNRecommender(alpha=1.5)
+    with pytest.raises(ValueError, match="history_half_life"):
+        ItemKNNRecommender(history_half_life=0.0)
