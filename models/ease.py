@@ -8,10 +8,11 @@ binary user x item matrix of the fit events and ``lambda`` the L2 weight,
 the minimiser of ``||X - X B||_F^2 + lambda ||B||_F^2`` subject to ``diag(B) = 0``. A
 user's scores are ``x_u B`` (``x_u`` the user's row).
 
-``P`` is computed the cheaper of two exact ways: directly (Cholesky) when there are no
-more items than users, otherwise through the ``users x users`` Gram matrix ``K = X X^T``
-and the Woodbury identity, ``P = (I - X^T (K + lambda I)^-1 X) / lambda``, with ``K``'s
-eigendecomposition reused across every ``lambda`` tried. So the cost is
+``P`` is computed the cheaper of two exact ways: from ``X^T X`` (by Cholesky, or by one
+eigendecomposition reused across every ``lambda`` tried) when there are no more items
+than users, otherwise through the ``users x users`` Gram matrix ``K = X X^T`` and the
+Woodbury identity, ``P = (I - X^T (K + lambda I)^-1 X) / lambda``, with ``K``'s
+eigendecomposition reused across every ``lambda``. So the cost is
 ``O(min(users, items)^3 + users * items^2)``; ``B`` is a dense ``items x items`` float32
 matrix (324 MB for MovieLens latest-small's 9.7k items). EASE does not scale to
 catalogues of hundreds of thousands of items; it is a baseline, not a serving model.
@@ -26,7 +27,8 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
-from scipy import linalg, sparse
+from scipy import sparse
+from scipy.linalg import lapack
 
 from models.baselines import (
     FloatArray,
@@ -57,13 +59,16 @@ class _Solver:
     Dual form when ``users < items``: ``K = X X^T = U diag(s) U^T``, ``Q = U^T X``; then
     ``P = (I - Q^T diag(1 / (s + lambda)) Q) / lambda`` and
     ``diag(P) = (1 - sum_k Q_ki^2 / (s_k + lambda)) / lambda``. Primal form otherwise:
-    ``P`` by Cholesky of ``X^T X + lambda I``.
+    ``P`` by Cholesky of ``X^T X + lambda I`` or, with ``many`` (several ``lambda`` to
+    come), from one eigendecomposition ``X^T X = V diag(s) V^T`` as
+    ``V diag(1 / (s + lambda)) V^T``.
     """
 
-    def __init__(self, x: sparse.csr_matrix) -> None:
+    def __init__(self, x: sparse.csr_matrix, many: bool = False) -> None:
         self.x = x
         users, items = x.shape
         self.dual = users < items
+        self.spectral = self.dual or many
         if self.dual:
             gram = (x @ x.T).toarray().astype(np.float64)
             s, u = np.linalg.eigh(gram)
@@ -72,6 +77,10 @@ class _Solver:
             self.q2 = self.q**2
         else:
             self.gram = (x.T @ x).toarray().astype(np.float64)
+            if many:
+                s, v = np.linalg.eigh(self.gram)
+                self.s = np.clip(s, 0.0, None)
+                self.v = v
 
     def weights(self, l2: float) -> Float32Array:
         """``B(lambda)``, dense float32, zero diagonal."""
@@ -82,11 +91,21 @@ class _Solver:
             p[np.diag_indices(n)] += 1.0
             p /= np.float32(l2)
             diag = self._diag(l2)
+        elif self.spectral:
+            inverse = 1.0 / (self.s + l2)
+            v32 = self.v.astype(np.float32)
+            p = (v32 * inverse.astype(np.float32)[None, :]) @ v32.T
+            diag = self.v**2 @ inverse
         else:
             g = self.gram.copy()
             g[np.diag_indices(n)] += l2
-            factor, _ = linalg.cho_factor(g, lower=True, check_finite=False)
-            p64: FloatArray = linalg.cho_solve((factor, True), np.eye(n), check_finite=False)
+            factor, info = lapack.dpotrf(g, lower=1, clean=0, overwrite_a=1)
+            if info == 0:
+                factor, info = lapack.dpotri(factor, lower=1, overwrite_c=1)
+            if info != 0:
+                raise np.linalg.LinAlgError(f"Cholesky inverse failed (LAPACK info {info})")
+            lower = np.tril(factor)  # dpotri fills the lower triangle of P only
+            p64: FloatArray = lower + np.tril(lower, -1).T
             diag = np.diag(p64).copy()
             p = p64.astype(np.float32)
         b: Float32Array = p / (-diag.astype(np.float32))[None, :]
@@ -237,7 +256,7 @@ class EASERecommender:
         cases = [u for u, h in enumerate(held) if h]
         if not cases:
             return FALLBACK_L2
-        solver = _Solver(binary_matrix(kept, n_items))
+        solver = _Solver(binary_matrix(kept, n_items), many=True)
         best, best_ndcg = self.grid[0], -1.0
         for l2 in self.grid:
             score = solver.scorer(l2)

@@ -59,7 +59,10 @@ def test_both_paths_match_the_dense_inverse(users: int, items: int, l2: float) -
     x = sparse.csr_matrix(dense)
     expected = dense_ease(dense, l2)
     assert ease_weights(x, l2) == pytest.approx(expected, abs=1e-5)
-    assert _Solver(x).scorer(l2)(x) == pytest.approx(dense @ expected, abs=1e-5)
+    for many in (False, True):  # primal: Cholesky or one eigendecomposition
+        solver = _Solver(x, many=many)
+        assert solver.weights(l2) == pytest.approx(expected, abs=1e-5)
+        assert solver.scorer(l2)(x) == pytest.approx(dense @ expected, abs=1e-5)
 
 
 def test_recommend_scores_are_x_times_b() -> None:
