@@ -220,9 +220,9 @@ class ItemKNNRecommender:
 
     def __init__(
         self,
-        k_neighbours: int = 100,
-        shrink: float = 10.0,
-        alpha: float = 0.5,
+        k_neighbours: int = 200,
+        shrink: float = 200.0,
+        alpha: float = 0.3,
         history_half_life: float | None = None,
         fill_with_popular: bool = True,
         block_bytes: int = 32 << 20,

@@ -38,7 +38,7 @@ class SequentialRulesRecommender:
     ``docs/baselines.md``).
     """
 
-    def __init__(self, steps: int = 10, pruning: int = 20, online: bool = True) -> None:
+    def __init__(self, steps: int = 3, pruning: int = 0, online: bool = True) -> None:
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         if pruning < 0:

@@ -49,7 +49,7 @@ class VSKNNRecommender:
     def __init__(
         self,
         k_neighbours: int = 100,
-        sample_size: int = 500,
+        sample_size: int = 1000,
         extend: bool = True,
     ) -> None:
         if k_neighbours < 1:
