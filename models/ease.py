@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import sparse
 from scipy.linalg import lapack
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from models.baselines import (
     FloatArray,
@@ -78,7 +79,10 @@ class _Solver:
         else:
             self.gram = (x.T @ x).toarray().astype(np.float64)
             if many:
-                s, v = np.linalg.eigh(self.gram)
+                # LAPACK's symmetric eigensolver scales badly with BLAS threads and, on a
+                # shared 2-core machine, ran 5x slower with two threads than with one.
+                with threadpool_limits(limits=1, user_api="blas"):
+                    s, v = np.linalg.eigh(self.gram)
                 self.s = np.clip(s, 0.0, None)
                 self.v = v
 
