@@ -14,8 +14,9 @@ than users, otherwise through the ``users x users`` Gram matrix ``K = X X^T`` an
 Woodbury identity, ``P = (I - X^T (K + lambda I)^-1 X) / lambda``, with ``K``'s
 eigendecomposition reused across every ``lambda``. So the cost is
 ``O(min(users, items)^3 + users * items^2)``; ``B`` is a dense ``items x items`` float32
-matrix (324 MB for MovieLens latest-small's 9.7k items). EASE does not scale to
-catalogues of hundreds of thousands of items; it is a baseline, not a serving model.
+matrix (324 MB for the 9k items of a MovieLens latest-small training part). EASE does not
+scale to catalogues of hundreds of thousands of items; it is a baseline, not a serving
+model.
 """
 
 from __future__ import annotations
