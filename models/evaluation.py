@@ -324,8 +324,6 @@ def _replay_round(
     if not logged:
         return
     ids = [i.item_id for i in logged]
-    if event.item_id in ids:
-        model.items.quality.record_reward(event.item_id, 1.0)
     log.hits.append(float(event.item_id in ids))
     log.top_rewards.append(float(ids[0] == event.item_id))
     log.top_propensities.append(logged[0].propensity)
