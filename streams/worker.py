@@ -331,6 +331,14 @@ class Worker:
             return
         self.step.upsert_item(item, doc)
 
+    def on_store_restart(self) -> int:
+        """Redis restarted (maybe empty): queue every item document and popular list
+        again, which are written only when they change; return the keys queued."""
+        for item_id, doc in self.catalog.items():
+            self.put(Put(self.settings.key("item", item_id), json.dumps(doc).encode()))
+        self._popular_written = False
+        return len(self.catalog) + self.refresh_popular()
+
     def drain_item_updates(self) -> dict[int, bytes]:
         """The item deltas since the last call as one message per owning partition."""
         deltas, self.item_deltas = self.item_deltas, {}
