@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
-from infra.devstack import StackError, free_port, stop_pid
+from infra.process import StackError, free_port, stop_pid
 
 POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
 PROJECT_ROOT = POM.parents[2]

@@ -11,11 +11,9 @@ the PIDs in ``<state>/dev.json``; ``down`` stops both by PID and removes their d
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -25,18 +23,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, cast
 
+from infra import apache_kafka, process
+
 Broker = Literal["noida", "kafka"]
 BROKERS: tuple[Broker, ...] = ("noida", "kafka")
+
+StackError = process.StackError
+free_port = process.free_port
+stop_pid = process.stop_pid
 
 REDIS_HINT = (
     "redis-server not found on PATH. Install it: `sudo apt-get install -y redis-server` "
     "(Debian/Ubuntu), `sudo dnf install redis` (Fedora), `brew install redis` (macOS); "
     "or set EDDY_REDIS_SERVER to its path."
 )
-
-
-class StackError(RuntimeError):
-    """The dev stack could not be started or found."""
 
 
 @dataclass(frozen=True)
@@ -53,14 +53,6 @@ class Stack:
     def env(self) -> dict[str, str]:
         """``EDDY_*`` settings that point Eddy at this stack."""
         return {"EDDY_KAFKA_BOOTSTRAP": self.kafka_bootstrap, "EDDY_REDIS_URL": self.redis_url}
-
-
-def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def find_redis_server() -> str:
@@ -154,8 +146,6 @@ def start_kafka(run: Path, broker: Broker = "noida", port: int | None = None) ->
         raise StackError(f"unknown broker {broker!r}: one of {', '.join(BROKERS)}")
     run.mkdir(parents=True, exist_ok=True)
     if broker == "kafka":
-        from infra import apache_kafka  # imports this module
-
         bootstrap, pid = apache_kafka.start(run / "apache-kafka", port=port)
         port = int(bootstrap.rsplit(":", 1)[1])
     else:
@@ -236,43 +226,6 @@ def pid_alive(pid: int) -> bool:
         return done == 0
     except ChildProcessError:
         return True
-
-
-def _group_alive(pgid: int) -> bool:
-    with contextlib.suppress(ChildProcessError):  # reap our own zombie leader
-        os.waitpid(pgid, os.WNOHANG)
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> bool:
-    """Signal the process group led by ``pgid`` (or the lone process); False if gone."""
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        try:
-            os.kill(pgid, sig)
-        except ProcessLookupError:
-            return False
-    return True
-
-
-def stop_pid(pid: int, timeout_s: float = 10.0) -> None:
-    """Stop a service started by ``_spawn`` and everything it started (its process group):
-    SIGTERM, then SIGKILL after ``timeout_s``. Quiet if already gone."""
-    if not _signal_group(pid, signal.SIGTERM):
-        return
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not _group_alive(pid):
-            return
-        time.sleep(0.05)
-    _signal_group(pid, signal.SIGKILL)
 
 
 def stop(stack: Stack, keep_data: bool = False) -> None:

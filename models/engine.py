@@ -95,7 +95,7 @@ class EddyRecommender:
         out = step.run([Inbound(event)], rank=False)
         self.clock = max(self.clock, event.ts)
         if out.items:
-            learn(out.items, step.popularity, step.items)
+            learn(out.items, step.popularity, step.items, step.item_versions)
             step.refresh()
 
     def recommend(self, user_id: str, k: int, exclude: Collection[str] = ()) -> list[str]:
@@ -116,7 +116,9 @@ class EddyRecommender:
         step = self._state()
         out = step.rank([user_id], self.clock, k, {user_id: frozenset(exclude)}, epsilon, record)
         if out.items and self.config.online:
-            learn(out.items, step.popularity, step.items)  # impressions, for item quality
+            learn(
+                out.items, step.popularity, step.items, step.item_versions
+            )  # impressions, for item quality
         doc = out.lists.get(user_id)
         return [] if doc is None else list(doc.items)
 

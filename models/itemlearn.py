@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +37,9 @@ class ItemRecord:
     """(impressions, rewards) totals."""
     mass: float | None = None
     """Online popularity, log domain (``models.popularity.log_mass``)."""
+    version: int = 0
+    """The owner's count of updates to this item: a record older than the one applied
+    (a late or repeated message) is ignored."""
 
 
 def _f16(vector: npt.ArrayLike) -> npt.NDArray[np.float32]:
@@ -48,9 +51,11 @@ def learn(
     deltas: Mapping[str, ItemDelta],
     popularity: PopularityIndex,
     items: ItemState | None,
+    versions: MutableMapping[str, int],
 ) -> list[ItemRecord]:
     """Fold ``deltas`` into the owner's state and return the items' new records (also
-    applied here, so the next window starts from them)."""
+    applied here, so the next window starts from them). ``versions`` holds the newest
+    record version applied per item (``apply`` keeps it)."""
     records: list[ItemRecord] = []
     for item_id, delta in deltas.items():
         mass = None
@@ -66,18 +71,25 @@ def learn(
             if delta.context:
                 stepped = items.step(item_id, delta.context)
                 vector = None if stepped is None else _f16(stepped)
-        record = ItemRecord(item_id, vector, quality, mass)
-        apply([record], popularity, items)
+        record = ItemRecord(item_id, vector, quality, mass, versions.get(item_id, 0) + 1)
+        apply([record], popularity, items, versions)
         records.append(record)
     return records
 
 
 def apply(
-    records: Iterable[ItemRecord], popularity: PopularityIndex, items: ItemState | None
+    records: Iterable[ItemRecord],
+    popularity: PopularityIndex,
+    items: ItemState | None,
+    versions: MutableMapping[str, int],
 ) -> int:
-    """Apply records (from any owner) to this worker's state; return how many."""
+    """Apply records (from any owner) newer than what this worker holds; return how
+    many were applied."""
     n = 0
     for r in records:
+        if r.version <= versions.get(r.item_id, 0):
+            continue
+        versions[r.item_id] = r.version
         if r.mass is not None:
             popularity.set_online(r.item_id, r.mass)
         if items is not None:
@@ -94,17 +106,27 @@ def encode(records: Iterable[ItemRecord]) -> bytes:
     ids: list[str] = []
     quality: list[list[float] | None] = []
     mass: list[float | None] = []
+    version: list[int] = []
     with_vector: list[int] = []
     vectors: list[npt.NDArray[np.float32]] = []
     for n, r in enumerate(records):
         ids.append(r.item_id)
         quality.append(None if r.quality is None else [float(r.quality[0]), float(r.quality[1])])
         mass.append(r.mass)
+        version.append(r.version)
         if r.vector is not None:
             with_vector.append(n)
             vectors.append(r.vector)
     dim = int(vectors[0].shape[0]) if vectors else 0
-    header = {"v": FORMAT, "ids": ids, "q": quality, "m": mass, "vec": with_vector, "dim": dim}
+    header = {
+        "v": FORMAT,
+        "ids": ids,
+        "q": quality,
+        "m": mass,
+        "n": version,
+        "vec": with_vector,
+        "dim": dim,
+    }
     body = np.stack(vectors).astype("<f2").tobytes() if vectors else b""
     return json.dumps(header, separators=(",", ":")).encode() + b"\n" + body
 
@@ -119,12 +141,12 @@ def decode(blob: bytes) -> list[ItemRecord]:
         if header.get("v") != FORMAT:
             raise ValueError(f"unknown item records format {header.get('v')!r}")
         ids = [str(i) for i in header["ids"]]
-        quality, mass = header["q"], header["m"]
+        quality, mass, version = header["q"], header["m"], [int(n) for n in header["n"]]
         with_vector = [int(i) for i in header["vec"]]
         dim = int(header["dim"])
     except (KeyError, TypeError, json.JSONDecodeError) as exc:
         raise ValueError(f"bad item records header: {exc}") from None
-    if len(quality) != len(ids) or len(mass) != len(ids):
+    if not len(quality) == len(mass) == len(version) == len(ids):
         raise ValueError("item records header lists differ in length")
     if len(body) != len(with_vector) * dim * 2:
         raise ValueError(
@@ -142,6 +164,25 @@ def decode(blob: bytes) -> list[ItemRecord]:
                 vectors.get(n),
                 None if q is None else (float(q[0]), float(q[1])),
                 None if m is None else float(m),
+                version[n],
             )
         )
     return out
+
+
+def encode_deltas(deltas: Mapping[str, ItemDelta]) -> bytes:
+    """Item deltas bound for one owner as one item-updates message (JSON)."""
+    body = {item_id: delta.to_json() for item_id, delta in deltas.items()}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode_deltas(raw: bytes | None) -> dict[str, ItemDelta]:
+    """The inverse of ``encode_deltas``; ``ValueError`` on anything malformed (the topic
+    is internal, but any producer can write to it)."""
+    try:
+        body = json.loads(raw or b"")
+        if not isinstance(body, dict):
+            raise ValueError("item updates must be a JSON object")
+        return {str(item_id): ItemDelta.from_json(doc) for item_id, doc in body.items()}
+    except (TypeError, AttributeError, RecursionError, UnicodeDecodeError) as exc:
+        raise ValueError(f"malformed item updates: {exc}") from None

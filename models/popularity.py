@@ -231,7 +231,7 @@ class PopularityIndex:
             self._stale.add(None)
             self._stale.update(old)
         if item_id in self._mass:
-            self._update(item_id)
+            self._update(item_id, force=True)
 
     def set_online(self, item_id: str, mass: float) -> None:
         """The online log mass of ``item_id`` (absolute: its owner's running total, which
@@ -264,9 +264,11 @@ class PopularityIndex:
         self.set_online(item_id, mass)
         return mass
 
-    def _update(self, item_id: str) -> None:
+    def _update(self, item_id: str, force: bool = False) -> None:
         online = max(self._online.get(item_id, -math.inf), self._local.get(item_id, -math.inf))
         mass = float(np.logaddexp(self._prior.get(item_id, -math.inf), online))
+        if self._mass.get(item_id) == mass and not force:
+            return
         self._mass[item_id] = mass
         if item_id in self._unavailable:
             return

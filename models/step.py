@@ -115,6 +115,8 @@ class ItemDelta:
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> ItemDelta:
         """The inverse of ``to_json``; ``ValueError`` on a malformed document."""
+        if not isinstance(doc, Mapping):
+            raise ValueError("an item delta must be an object")
         mass = float(doc.get("m", -np.inf))
         n, r = float(doc.get("n", 0.0)), float(doc.get("r", 0.0))
         if not (n >= 0 and r >= 0 and np.isfinite(n + r)) or np.isnan(mass) or mass == np.inf:
@@ -203,6 +205,8 @@ class WorkerStep:
         self._arms = {DEFAULT_VARIANT: self._arm(None)}
         for variant in config.variants:
             self._arms[variant.name] = self._arm(variant)
+        self.item_versions: dict[str, int] = {}
+        """Item -> version of the newest shared record applied (``models.itemlearn``)."""
         self.lists_ranked = 0
         self.clock: float | None = None
         """Newest event time seen."""

@@ -16,6 +16,7 @@ import json
 import logging
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -24,8 +25,8 @@ import redis.asyncio as aioredis
 from faust.types import TP
 
 from models.artefact import ModelArtefact, latest, load
-from models.itemlearn import learn
-from models.step import Inbound, ItemDelta
+from models.itemlearn import decode_deltas, learn
+from models.step import Inbound
 from streams.itemfeed import ItemFeed
 from streams.logs import logging_config
 from streams.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -69,6 +70,8 @@ class EddyApp:
     catalog: Any
     events_agent: Any
     items_agent: Any
+    drain: Callable[[], Awaitable[None]]
+    """Process the buffered events now (what the flush timer does)."""
 
 
 def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
@@ -287,11 +290,11 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
             if msg.offset <= owner_offsets[msg.partition]:
                 continue  # replayed after a restart: already applied
             try:
-                deltas = {str(i): ItemDelta.from_json(d) for i, d in json.loads(msg.value).items()}
-            except (ValueError, TypeError, AttributeError, RecursionError) as exc:
+                deltas = decode_deltas(msg.value)
+            except ValueError as exc:
                 log.warning("skipping a malformed item update: %s", exc)
                 continue
-            records = learn(deltas, worker.step.popularity, worker.items)
+            records = learn(deltas, worker.step.popularity, worker.items, worker.step.item_versions)
             await feed.publish(records, msg.partition, msg.offset)
             owner_offsets[msg.partition] = msg.offset
             worker.stats.item_updates_done += 1
@@ -384,7 +387,15 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
     app.on_before_shutdown.connect(final_flush)
 
     return EddyApp(
-        app, worker, events_topic, items_topic, dlq_topic, catalog, process_events, process_items
+        app,
+        worker,
+        events_topic,
+        items_topic,
+        dlq_topic,
+        catalog,
+        process_events,
+        process_items,
+        process_buffer,
     )
 
 

@@ -103,9 +103,7 @@ class Settings(BaseSettings):
         description="Connect to a Redis Cluster (EDDY_REDIS_URL names any node).",
     )
     key_prefix: str = Field(default="eddy", description="Prefix of every Redis key Eddy writes.")
-    rec_ttl_s: int = Field(
-        default=7 * 86_400, ge=1, description="TTL of a user's list and profile in Redis."
-    )
+    rec_ttl_s: int = Field(default=7 * 86_400, ge=1, description="TTL of a user's list in Redis.")
     profile_ttl_s: int = Field(
         default=90 * 86_400,
         ge=1,
@@ -118,7 +116,10 @@ class Settings(BaseSettings):
         description="Retention of the impressions (exploration log) and dead-letter topics.",
     )
     flush_interval_ms: int = Field(
-        default=20, ge=1, description="Longest a new list waits before it is written to Redis."
+        default=20,
+        ge=1,
+        description="Longest an event waits in the worker's micro-batch before the batch is "
+        "processed and its lists written to Redis.",
     )
     batch_max_events: int = Field(
         default=500,
@@ -133,7 +134,7 @@ class Settings(BaseSettings):
         "their topic (one message per partition per window).",
     )
     flush_max_batch: int = Field(
-        default=500, ge=1, description="Lists written per Redis pipeline at most."
+        default=500, ge=1, description="Keys written per Redis pipeline at most."
     )
 
     # --- Model -----------------------------------------------------------------------

@@ -24,7 +24,7 @@ from typing import Any
 from models.artefact import ModelArtefact
 from models.bandit import EpsilonSchedule
 from models.events import DecodeError, ForgetUser, decode_item, decode_message
-from models.itemlearn import ItemRecord, apply
+from models.itemlearn import ItemRecord, apply, encode_deltas
 from models.popularity import half_life_seconds
 from models.profile import ProfileConfig, UserProfile
 from models.recommender import RankConfig
@@ -252,7 +252,9 @@ class Worker:
         st.variant_clicks.update(out.variant_clicks)
         st.variant_purchases.update(out.variant_purchases)
         if out.lists:
-            st.rank_hist.observe(out.rank_seconds / len(out.lists))
+            per_list = out.rank_seconds / len(out.lists)  # ranked together: amortised
+            for _ in out.lists:
+                st.rank_hist.observe(per_list)
         st.lists_ranked += len(out.lists)
         self._produced.update(out.produced_at)
         self._lists_pending += len(out.lists)
@@ -332,15 +334,15 @@ class Worker:
     def drain_item_updates(self) -> dict[int, bytes]:
         """The item deltas since the last call as one message per owning partition."""
         deltas, self.item_deltas = self.item_deltas, {}
-        parts: defaultdict[int, dict[str, Any]] = defaultdict(dict)
+        parts: defaultdict[int, dict[str, ItemDelta]] = defaultdict(dict)
         n = self.settings.events_partitions
         for item_id, delta in deltas.items():
-            parts[item_partition(item_id, n)][item_id] = delta.to_json()
-        return {p: json.dumps(body, separators=(",", ":")).encode() for p, body in parts.items()}
+            parts[item_partition(item_id, n)][item_id] = delta
+        return {p: encode_deltas(body) for p, body in parts.items()}
 
     def apply_records(self, records: Sequence[ItemRecord]) -> int:
         """Item records from an owner (any worker, this one included)."""
-        return apply(records, self.step.popularity, self.items)
+        return apply(records, self.step.popularity, self.items, self.step.item_versions)
 
     def refresh_popular(self) -> int:
         """Re-sort the popular lists that changed and queue them; return how many."""

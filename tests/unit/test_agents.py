@@ -47,10 +47,10 @@ def test_events_agent_updates_profile_and_publishes(
             await agent.put(click("u1", "i1", now), key=b"u1")
             await agent.put(b"{broken", key=b"u1")
             await agent.put(click("u1", "i2", now + 1), key=b"u1")
-        await app.processor.publisher.flush()
+        await app.drain()
 
     asyncio.run(run())
-    profile = app.profiles["u1"]
+    profile = json.loads(asyncio.run(sink.get("u:profile:u1")) or b"{}")
     assert profile["counts"] == {"click": 2}
     assert profile["recent"] == ["i2", "i1"]
     # the first click, decayed by one second (30-day half-life); i2 has no catalog entry

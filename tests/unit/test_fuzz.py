@@ -1,7 +1,7 @@
 """Hostile input (issue 6): property-based fuzzing of the decoders and of the event path.
 
 Every payload is judged twice: by the product (``decode_event``, ``decode_item``,
-``EventProcessor``) and by an independent oracle written from the documented contract
+``streams.worker.Worker``) and by an independent oracle written from the documented contract
 (README "Events", ``schemas/``), which parses with the standard library's ``json``. The
 properties:
 
@@ -9,7 +9,7 @@ properties:
 * the product accepts exactly the payloads the oracle accepts, with the oracle's values;
 * accepted ids make Redis keys that cannot escape their segment or collide;
 * an accepted event or item re-encodes and decodes to itself;
-* through ``EventProcessor`` (dict tables, ``MemorySink``): no exception, ``Rejected``
+* through ``Worker`` (``MemorySink``, micro-batches): no exception, ``Rejected``
   exactly when the decoder rejects or the message key is wrong, a reason about as small
   as the payload, counters equal to the accepted, duplicate and rejected counts, a list
   and profile in the sink for exactly the accepted users, and every key well-formed.
@@ -53,11 +53,15 @@ from models.events import (
     decode_item,
     encode,
 )
+from models.itemlearn import decode as decode_records
+from models.itemlearn import decode_deltas, learn
+from models.itemlearn import encode as encode_records
 from models.recs import POPULAR_USER
+from models.step import Inbound
 from models.training import TrainConfig, train
-from streams.processor import EventProcessor, Rejected
 from streams.settings import Settings
 from streams.sink import MemorySink
+from streams.worker import Rejected, Worker
 
 NOW: Final = 1_700_000_000.0
 """The decoder's clock in the decoder properties (2023-11-14)."""
@@ -758,7 +762,7 @@ def test_accepted_ids_make_distinct_keys_that_stay_in_their_segment(
         assert owners.setdefault(key, candidate) == candidate, "two users share a key"
 
 
-# --- the event path: EventProcessor with dict tables and MemorySink -------------------------
+# --- the event path: Worker with a MemorySink, in micro-batches ---------------------------
 
 Message = tuple[str, bytes | None, bytes | None]
 """(topic: "events" or "items", value, key)."""
@@ -864,26 +868,44 @@ def tiny_prior() -> ModelArtefact:
     return train(Dataset("fuzz", items, history, 0, {}), TrainConfig(dim=4, seed=1))
 
 
+BATCH: Final = 7
+"""Event messages per micro-batch in ``run_batch``."""
+
+
 def run_batch(batch: list[Message], prior: ModelArtefact | None) -> Counter[str]:
-    """Feed ``batch`` to a fresh processor and check every property; return the counts."""
-    profiles: dict[str, Any] = {}
-    catalog: dict[str, Any] = {}
-    popularity: dict[str, Any] = {}
+    """Feed ``batch`` to a fresh worker, in micro-batches of ``BATCH`` messages, and
+    check every property; return the counts."""
     sink = MemorySink()
-    proc = EventProcessor(SETTINGS, profiles, catalog, popularity, sink, prior=prior)
+    proc = Worker(SETTINGS, sink, prior=prior)
     users: set[str] = set()
     items: set[str] = set()
     kinds: Counter[str] = Counter()
     counts: Counter[str] = Counter()
     event_ids: dict[str, set[str | None]] = {}
     duplicates = 0
+    lists = 0
     now = time.time()
-    for topic, value, key in batch:
+    pending: list[Inbound] = []
+
+    def process() -> int:
+        """Run the pending micro-batch and the owner's learning, as the agents do."""
+        out = asyncio.run(proc.process(pending))
+        pending.clear()
+        for body in proc.drain_item_updates().values():  # the item-updates topic
+            deltas = decode_deltas(body)
+            records = learn(deltas, proc.step.popularity, proc.items, proc.step.item_versions)
+            proc.apply_records(decode_records(encode_records(records)))
+        return len(out.lists)
+
+    for n, (topic, value, key) in enumerate(batch):
         try:
             if topic == "events":
                 user = _on_event_expected(value, key, now)
                 decoded = _decodes(partial(decode_event, value, max_future_skew_s=SKEW))
-                result: Rejected | None = proc.on_event(value, key, produced_at=now)
+                inbound = proc.decode(value, key, (0, n), now)
+                result: Rejected | None = inbound if isinstance(inbound, Rejected) else None
+                if isinstance(inbound, Inbound):
+                    pending.append(inbound)
                 ok = user is not None
                 assert ok == (decoded is not None and key == decoded.user_id.encode())
                 if user is not None:
@@ -903,6 +925,8 @@ def run_batch(batch: list[Message], prior: ModelArtefact | None) -> Counter[str]
                 assert ok == (item is not None and key in {None, item.item_id.encode()})
                 if item_id is not None:
                     items.add(item_id)
+            if len(pending) >= BATCH:
+                lists += process()
         except Exception as exc:
             pytest.fail(f"{topic} handler raised {type(exc).__name__}: {exc!r:.300}")
         assert (result is None) == ok, (topic, key, value, result)
@@ -910,12 +934,7 @@ def run_batch(batch: list[Message], prior: ModelArtefact | None) -> Counter[str]
             assert_reason(result.reason)
             assert len(result.reason.encode()) <= len(value or b"") + MAX_REASON_OVERHEAD
         counts[f"{topic[:-1]} message {'accepted' if ok else 'rejected'}"] += 1
-        for item_id, context in proc.item_updates:  # what the learn_items agent does
-            step = json.dumps({"item_id": item_id, "context": context}).encode()
-            learned = proc.on_item_update(step)
-            if learned is not None:
-                proc.on_item_vector(*learned)
-        proc.item_updates.clear()
+    lists += process()
 
     rejected = counts["event message rejected"] + counts["item message rejected"]
     assert proc.stats.dead_letters == rejected
@@ -923,18 +942,15 @@ def run_batch(batch: list[Message], prior: ModelArtefact | None) -> Counter[str]
     assert proc.stats.events == kinds
     assert proc.stats.duplicates == duplicates
     assert proc.stats.items == counts["item message accepted"]
-    assert set(profiles) == users
-    assert set(catalog) == items
+    profile_keys = SETTINGS.key("profile", "")
+    assert {k[len(profile_keys) :] for k in sink.data if k.startswith(profile_keys)} == users
+    assert set(proc.catalog) == items
 
     proc.refresh_popular()
-    asyncio.run(proc.publisher.flush())
-    for update in proc.drain_quality():  # what publish() sends to the item-updates topic
-        learned = proc.on_item_update(json.dumps(update).encode())
-        if learned is not None:
-            proc.on_item_vector(*learned)
+    assert asyncio.run(proc.flush())
     assert proc.stats.render_errors == 0
     assert proc.stats.redis_errors == 0
-    assert proc.stats.lists_published == len(users)
+    assert proc.stats.lists_published == lists
     assert_written_keys_safe(SETTINGS, list(sink.data))
     written = {tuple(k.split(":")[1:]) for k in sink.data}  # (kind, id[, slug])
     assert {i for kind, i, *_ in written if kind == "rec" and i != POPULAR_USER} == users
@@ -972,11 +988,13 @@ KAFKA_MAX_REQUEST_BYTES: Final = 1_000_000
 def test_a_huge_message_key_still_gives_a_dead_letter_that_fits_in_kafka(topic: str) -> None:
     """Found by this suite: the key-mismatch reason embedded ``repr(key)`` whole, so a
     300 kB binary key made a 1.5 MB dead letter that crashed the events agent."""
-    proc = EventProcessor(SETTINGS, {}, {}, {}, MemorySink())
+    proc = Worker(SETTINGS, MemorySink())
     key = b"\xff" * 300_000
     value = json.dumps({"type": "click", "user_id": "u1", "item_id": "i1", "ts": NOW}).encode()
+    rejected: Rejected | Inbound | None
     if topic == "events":
-        rejected = proc.on_event(value, key)
+        rejected = proc.decode(value, key)
+        assert isinstance(rejected, Rejected)
     else:
         rejected = proc.on_item(b'{"item_id": "i1"}', key)
     assert rejected is not None
@@ -989,14 +1007,18 @@ def test_non_ascii_categories_get_their_own_popular_list() -> None:
     """Found by this suite: every category without ASCII letters or digits was slugged to
     ``_``, so Комедия, Драма and 日本映画 overwrote one key ``rec:_popular:_``."""
     sink = MemorySink()
-    proc = EventProcessor(SETTINGS, {}, {}, {}, sink)
-    for item_id, category in [("i1", "Комедия"), ("i2", "Драма"), ("i3", "日本映画")]:
+    proc = Worker(SETTINGS, sink)
+    batch = []
+    for n, (item_id, category) in enumerate(
+        [("i1", "Комедия"), ("i2", "Драма"), ("i3", "日本映画")]
+    ):
         doc = {"item_id": item_id, "categories": [category]}
         assert proc.on_item(json.dumps(doc).encode(), item_id.encode()) is None
         event = {"type": "click", "user_id": "u1", "item_id": item_id, "ts": NOW}
-        assert proc.on_event(json.dumps(event).encode(), b"u1") is None
-    proc.refresh_popular()
-    asyncio.run(proc.publisher.flush())
+        inbound = proc.decode(json.dumps(event).encode(), b"u1", (0, n))
+        assert isinstance(inbound, Inbound)
+        batch.append(inbound)
+    asyncio.run(proc.process(batch))
     category_keys = [k for k in sink.data if k.startswith(SETTINGS.key("rec", POPULAR_USER, ""))]
     assert len(category_keys) == 3, category_keys
     assert_written_keys_safe(SETTINGS, list(sink.data))
@@ -1007,11 +1029,15 @@ def test_non_ascii_categories_get_their_own_popular_list() -> None:
 def test_garbage_on_the_item_updates_topic_is_skipped(value: bytes | None) -> None:
     """The internal item-updates topic can be written by any producer too."""
     EXAMPLES["item updates"] += 1
-    proc = EventProcessor(SETTINGS, {}, {}, {}, MemorySink(), prior=tiny_prior())
+    proc = Worker(SETTINGS, MemorySink(), prior=tiny_prior())
     try:
-        proc.on_item_update(value or b"")
+        deltas = decode_deltas(value)
+    except ValueError:
+        return  # logged and skipped by the learn_items agent
+    try:
+        learn(deltas, proc.step.popularity, proc.items, proc.step.item_versions)
     except Exception as exc:
-        pytest.fail(f"on_item_update raised {type(exc).__name__}: {exc!r:.300}")
+        pytest.fail(f"learning from {value!r:.100} raised {type(exc).__name__}: {exc!r:.300}")
 
 
 # --- the number of cases tried --------------------------------------------------------------

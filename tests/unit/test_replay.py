@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import KafkaException, Producer
 
-from streams.replay import Pacer, producer_config
+from streams.cli.replay import Pacer, producer_config
 
 
 class FakeClock:

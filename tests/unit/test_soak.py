@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.soak import Sample, SoakConfig, verdict
+from streams.cli.soak import Sample, SoakConfig, verdict
 
 
 def samples(rss: list[float], lags: list[int]) -> list[Sample]:

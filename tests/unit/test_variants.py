@@ -16,12 +16,13 @@ from pydantic import ValidationError
 from models.datasets import Dataset
 from models.events import EventType
 from models.recs import RecList
+from models.step import Inbound
 from models.training import TrainConfig, train
 from models.variants import Variant, assign, bucket
 from streams.metrics import exposition, register
-from streams.processor import EventProcessor
 from streams.settings import Settings
 from streams.sink import MemorySink
+from streams.worker import Worker
 from tests.unit.test_engine import ITEMS, history
 
 AB = Variant("a", 1.0), Variant("b", 3.0)
@@ -96,9 +97,9 @@ def test_each_variant_ranks_with_its_own_settings_and_is_counted(
         data_dir=tmp_path / "w",
         state_dir=tmp_path / "s",
     )
-    catalog: dict[str, Any] = {}
     sink = MemorySink()
-    proc = EventProcessor(settings, {}, catalog, {}, sink, prior=artefact)
+    proc = Worker(settings, sink, prior=artefact)
+    offset = iter(range(10_000))
     for item in ITEMS:
         proc.on_item(item.model_dump_json().encode(), item.item_id.encode())
     users = [f"u{n}" for n in range(12)]
@@ -107,11 +108,12 @@ def test_each_variant_ranks_with_its_own_settings_and_is_counted(
 
     def send(user: str, item: str, ts: float, kind: str = "click", **extra: str) -> None:
         body = {"type": kind, "user_id": user, "item_id": item, "ts": ts, **extra}
-        assert proc.on_event(json.dumps(body).encode(), user.encode()) is None
+        decoded = proc.decode(json.dumps(body).encode(), user.encode(), (0, next(offset)))
+        assert isinstance(decoded, Inbound)
+        asyncio.run(proc.process([decoded]))
 
     for n, user in enumerate(users):
         send(user, "s1", 1_700_000_000 + n)
-    asyncio.run(proc.publisher.flush())
 
     def stored(user: str) -> RecList:
         return RecList.model_validate_json(asyncio.run(sink.get(f"t:rec:{user}")) or b"")
@@ -131,7 +133,6 @@ def test_each_variant_ranks_with_its_own_settings_and_is_counted(
     clicker = next(u for u in users if expected[u] == "explore")
     recs = lists[clicker]
     send(clicker, recs.items[0].item_id, 1_700_000_100, rec_id=recs.rec_id or "")
-    asyncio.run(proc.publisher.flush())
     again = stored(clicker)
     send(clicker, again.items[0].item_id, 1_700_000_200, "purchase", rec_id=again.rec_id or "")
     send(clicker, "g1", 1_700_000_300, rec_id="not-a-list-id")  # no attribution
@@ -151,6 +152,6 @@ def test_each_variant_ranks_with_its_own_settings_and_is_counted(
     assert samples[("eddy_variant_clicks_total", (("variant", "explore"), ("worker", "w1")))] == 1
     assert samples[("eddy_explored_slots_total", (("worker", "w1"),))] == proc.stats.explored_slots
     assert "eddy_retrieval_seconds" in families
-    assert samples[("eddy_retrieval_seconds_count", ())] == proc.lists_ranked
+    assert samples[("eddy_retrieval_seconds_count", ())] == proc.stats.lists_ranked == 15
     assert "eddy_freshness_seconds" in families
     assert "eddy_consumer_lag" in families

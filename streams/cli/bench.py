@@ -56,9 +56,9 @@ from models.retrieval_bench import _percentiles_ms, benchmark
 from models.step import Inbound
 from models.training import TrainConfig, train
 from streams.app import STATS_INTERVAL_S
-from streams.demo import stats, wait_processed
+from streams.cli.demo import stats, wait_processed
+from streams.cli.replay import ReplayStats, replay
 from streams.reader import connect
-from streams.replay import ReplayStats, replay
 from streams.settings import Settings, load_settings
 from streams.sink import MemorySink
 from streams.topics import create_topics
@@ -76,9 +76,9 @@ PROFILE_TOP: Final = 15
 BACKLOG_AGE_S: Final = 60.0
 """In-process profile: events look produced this long ago, as the bulk backlog does."""
 SCHEMA: Final = "eddy-bench/1"
-_ROOT: Final = Path(__file__).resolve().parent.parent
+_ROOT: Final = Path(__file__).resolve().parents[2]
 _SITE: Final = "site-packages/"
-_HARNESS: Final = ("streams/bench.py", "asyncio/", "_contextvars", "_lsprof")
+_HARNESS: Final = ("streams/cli/bench.py", "asyncio/", "_contextvars", "_lsprof")
 """Profile rows of the in-process harness, not of the worker's code."""
 
 
@@ -330,7 +330,7 @@ def process_in_process(
                 loop.run_until_complete(worker.process(batch))
                 deltas = worker.item_deltas
                 worker.item_deltas = {}
-                learn(deltas, worker.step.popularity, worker.items)
+                learn(deltas, worker.step.popularity, worker.items, worker.step.item_versions)
                 worker.impressions = []
                 worker.refresh_popular()
         return len(payloads) / (time.perf_counter() - started)

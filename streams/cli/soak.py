@@ -29,8 +29,8 @@ from models.artefact import save
 from models.datasets import BUNDLED_MOVIELENS, Dataset, load_movielens
 from models.events import Event
 from models.training import TrainConfig, train
-from streams.demo import stats
-from streams.replay import Pacer, producer_config, replay
+from streams.cli.demo import stats
+from streams.cli.replay import Pacer, producer_config, replay
 from streams.settings import Settings, load_settings
 from streams.topics import create_topics
 

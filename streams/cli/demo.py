@@ -36,9 +36,9 @@ from models.datasets import BUNDLED_MOVIELENS, Dataset, load_movielens, split_by
 from models.events import Event, encode
 from models.recs import RecList
 from models.training import TrainConfig, train
-from streams.cli import render_list
+from streams.cli.render import render_list
+from streams.cli.replay import producer_config, replay
 from streams.reader import connect, item_titles
-from streams.replay import producer_config, replay
 from streams.settings import Settings, load_settings
 from streams.topics import create_topics
 

@@ -12,8 +12,8 @@ from confluent_kafka import Producer
 from rich.console import Console
 
 from models.events import is_valid_id
+from streams.cli.replay import producer_config
 from streams.redisclient import sync_client
-from streams.replay import producer_config
 from streams.settings import Settings, load_settings
 from streams.worker import USER_KEYS
 

@@ -8,11 +8,11 @@ from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from infra import devstack
-from streams.evaluate import evaluate_command
-from streams.forget import forget_command
+from streams.cli.evaluate import evaluate_command
+from streams.cli.forget import forget_command
+from streams.cli.render import render_list
 from streams.settings import Settings, load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -102,8 +102,8 @@ def replay(
 ) -> None:
     """Produce a dataset's catalog and events to Kafka in time order."""
     from models.datasets import RatingMapping
-    from streams.evaluate import load, table_options
-    from streams.replay import replay as do_replay
+    from streams.cli.evaluate import load, table_options
+    from streams.cli.replay import replay as do_replay
 
     settings = _settings()
     mapping = RatingMapping()
@@ -208,29 +208,12 @@ def recommend(
     console.print(render_list(recs.items, titles, f"Recommendations for {user}"))
 
 
-def render_list(items: list, titles: dict[str, str], title: str) -> Table:  # type: ignore[type-arg]
-    """A rich table of a list: rank, item, title, score, propensity, reason."""
-    table = Table(title=title, title_justify="left")
-    for col in ("#", "item", "title", "score", "p", "reason"):
-        table.add_column(col)
-    for rank, item in enumerate(items, 1):
-        table.add_row(
-            str(rank),
-            item.item_id,
-            titles.get(item.item_id, ""),
-            f"{item.score:.3f}",
-            f"{item.propensity:.3g}",
-            item.reason,
-        )
-    return table
-
-
 @app.command()
 def demo(
     users: Annotated[int, typer.Option(help="How many real users to show.")] = 3,
 ) -> None:
     """Run the end-to-end demo on the embedded stack with the bundled MovieLens data."""
-    from streams.demo import run_demo
+    from streams.cli.demo import run_demo
 
     raise typer.Exit(code=run_demo(console, n_users=users))
 
@@ -256,8 +239,8 @@ def bench(
     ] = False,
 ) -> None:
     """Measure throughput, freshness, Redis reads, retrieval and RSS against the targets."""
-    from streams.bench import main as run_bench
-    from streams.bench import make_config
+    from streams.cli.bench import main as run_bench
+    from streams.cli.bench import make_config
 
     try:
         config = make_config(quick, events, retrieval_sizes, freshness_rate)
@@ -310,7 +293,7 @@ def soak(
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
 ) -> None:
     """Sustained load on the embedded stack: worker RSS and consumer lag over time."""
-    from streams.soak import SoakConfig, run_soak
+    from streams.cli.soak import SoakConfig, run_soak
 
     raise typer.Exit(code=run_soak(console, SoakConfig(minutes=minutes, rate=rate), json_path))
 
