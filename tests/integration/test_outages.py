@@ -30,6 +30,7 @@ from infra import devstack
 from models.recs import RecList
 from streams.settings import Settings
 from streams.topics import create_topics
+from streams.worker import USER_KEYS
 from tests.integration.test_pipeline import CATALOG, event, items_messages
 from tests.support import (
     Endpoints,
@@ -338,12 +339,17 @@ def test_redis_outage_under_load_is_retried_and_every_list_catches_up(
     assert redis_errors < 100
     assert max(gaps) >= 1.0, gaps
     assert max(*rss_during, rss_after) - rss_before < RSS_GROWTH_LIMIT
-    # The pending buffer is bounded by design: one entry per user, plus the item documents
-    # and popular lists (global and one per category), however long Redis is away.
+    # The pending buffer is bounded by design: one entry per user key (the list and, now
+    # that user state lives in Redis, the profile: USER_KEYS), plus the item documents and
+    # popular lists (global and one per category), however long Redis is away.
     categories = {c for _title, cats in CATALOG.values() for c in cats}
     assert kept
-    assert max(kept) <= len(USERS) + len(CATALOG) + 1 + len(categories), kept
+    per_user = len(USER_KEYS)
+    assert max(kept) <= per_user * len(USERS) + len(CATALOG) + 1 + len(categories), kept
     assert r.ttl(s.key("rec", USERS[-1])) > 0
+    # The profiles written after the outage count every event too (the state is in Redis).
+    counts = profile_counts(r, s, USERS)
+    assert sum(c.get("click", 0) for c in counts.values()) == sent, counts
 
 
 # --- broker restart --------------------------------------------------------------------
