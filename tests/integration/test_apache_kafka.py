@@ -150,7 +150,9 @@ def test_missing_mvn_or_java_says_how_to_install(
 
 
 RESTART_WINDOW_S = 15.0
-"""How long a restarted static member gets to be assigned its partitions."""
+"""How long a restarted static member gets, from asking to join, to get its partitions."""
+JOINING = b"(Re-)joining group"
+"""aiokafka's log line when the consumer sends its JoinGroup."""
 
 
 @pytest.fixture
@@ -189,6 +191,13 @@ def test_a_restarted_static_member_gets_partitions_on_kafka_only(
         s.model_copy(update={"data_dir": s.data_dir.parent / "again"}), tmp_path / "again.log"
     )
     try:
+        # The window opens when the restarted worker asks to join (not at its start: a
+        # loaded machine takes seconds to import and start a worker).
+        joining = time.monotonic() + 60
+        while JOINING not in again.log.read_bytes():
+            assert again.proc.poll() is None, again.tail()
+            assert time.monotonic() < joining, again.tail()
+            time.sleep(0.1)
         started = time.monotonic()
         ready_s = None
         while time.monotonic() - started < RESTART_WINDOW_S:
@@ -199,7 +208,10 @@ def test_a_restarted_static_member_gets_partitions_on_kafka_only(
                 break
             time.sleep(0.2)
         partitions = owned()
-        print(f"{s.kafka_bootstrap}: restarted member ready after {ready_s} s, owns {partitions}")
+        print(
+            f"[{broker.broker}] restarted static member: ready {ready_s} s after asking to "
+            f"join, owns {partitions} of {s.events_partitions} events partitions"
+        )
         if broker.broker == "kafka":
             assert ready_s is not None, again.tail()
             assert partitions == s.events_partitions, again.tail()
