@@ -27,8 +27,8 @@ from models.events import DecodeError, ForgetUser, decode_item, decode_message
 from models.itemlearn import ItemRecord, apply, encode_deltas
 from models.popularity import half_life_seconds
 from models.profile import ProfileConfig, UserProfile
+from models.reclist import POPULAR_USER
 from models.recommender import RankConfig
-from models.recs import POPULAR_USER
 from models.step import Inbound, ItemDelta, Outbox, StepConfig, WorkerStep
 from streams.settings import Settings
 from streams.sink import Put, RecSink

@@ -19,7 +19,7 @@ import pytest
 
 from models.events import EventType
 from models.itemlearn import learn
-from models.recs import RecList
+from models.reclist import RecList
 from models.step import Inbound, ItemDelta
 from streams.settings import Settings
 from streams.sink import MemorySink, Put
