@@ -3,15 +3,20 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test lint unit integration bench clean
+.PHONY: help setup setup-dev demo test lint unit integration bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-setup: $(VENV)/.installed ## Create the virtualenv, install Eddy, get redis-server, java, Kafka
+setup: $(VENV)/.installed ## Create the virtualenv, install Eddy, get redis-server (the demo's needs)
 
-$(VENV)/.installed: pyproject.toml infra/bootstrap.sh infra/kafka/pom.xml
+setup-dev: $(VENV)/.installed-dev ## setup plus dev tools, chromium, java and the Kafka jars (the tests')
+
+$(VENV)/.installed: pyproject.toml infra/bootstrap.sh
 	bash infra/bootstrap.sh $(VENV)
+
+$(VENV)/.installed-dev: pyproject.toml infra/bootstrap.sh infra/kafka/pom.xml
+	bash infra/bootstrap.sh $(VENV) --dev
 
 demo: setup ## Run the demo: embedded stack, MovieLens replay, lists before/after
 	$(BIN)/eddy demo
@@ -19,15 +24,15 @@ demo: setup ## Run the demo: embedded stack, MovieLens replay, lists before/afte
 bench: setup ## Benchmarks vs targets on the embedded stack (2-5 min): bench-latest.json
 	$(BIN)/eddy bench --json bench-latest.json
 
-lint: setup ## ruff and mypy
+lint: setup-dev ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-unit: setup ## Unit tests only (no services)
+unit: setup-dev ## Unit tests only (no services)
 	$(BIN)/pytest tests/unit
 
-integration: setup ## Integration tests (start their own broker and redis-server)
+integration: setup-dev ## Integration tests (start their own broker and redis-server)
 	$(BIN)/pytest tests/integration
 
 test: lint ## Everything: lint, types, unit and integration tests

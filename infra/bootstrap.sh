@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Set up a fresh machine for Eddy: a virtualenv with Eddy installed, redis-server and chromium.
-# Usage: infra/bootstrap.sh [VENV_DIR]   (idempotent; used by `make demo` and `make test`)
+# Set up a fresh machine for Eddy: a virtualenv with Eddy installed and redis-server (what
+# `make demo` needs); with --dev also the dev tools, chromium (the live-page test), java and
+# the Apache Kafka jars (the fault tests), for `make test`.
+# Usage: infra/bootstrap.sh [VENV_DIR] [--dev]   (idempotent)
 set -euo pipefail
 venv="${1:-.venv}"
+dev="${2:-}"
 cd "$(dirname "$0")/.."
 
 python=""
@@ -22,8 +25,13 @@ if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --upgrade pip 2>/dev/null || true
-echo "installing Eddy and its dev tools into $venv"
-"$venv/bin/python" -m pip install --quiet -e ".[dev]"
+if [ "$dev" = "--dev" ]; then
+  echo "installing Eddy and its dev tools into $venv"
+  "$venv/bin/python" -m pip install --quiet -e ".[dev]"
+else
+  echo "installing Eddy into $venv"
+  "$venv/bin/python" -m pip install --quiet -e .
+fi
 
 if ! command -v redis-server >/dev/null 2>&1; then
   echo "redis-server not found: installing it"
@@ -39,6 +47,10 @@ if ! command -v redis-server >/dev/null 2>&1; then
     echo "error: install redis-server with your package manager and re-run" >&2
     exit 1
   fi
+fi
+if [ "$dev" != "--dev" ]; then
+  touch "$venv/.installed" "$venv/.installed-dev"
+  exit 0
 fi
 if ! command -v chromium >/dev/null 2>&1; then
   # Headless browser for the live-page test (Playwright drives it; no browser download).
@@ -83,4 +95,4 @@ fi
 if ! "$venv/bin/python" -m infra.apache_kafka fetch >/dev/null; then
   echo "warning: could not fetch the Apache Kafka jars; the Apache Kafka tests will fail" >&2
 fi
-touch "$venv/.installed"
+touch "$venv/.installed" "$venv/.installed-dev"

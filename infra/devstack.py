@@ -146,7 +146,6 @@ def start_kafka(run: Path, broker: Broker = "noida", port: int | None = None) ->
         raise StackError(f"unknown broker {broker!r}: one of {', '.join(BROKERS)}")
     run.mkdir(parents=True, exist_ok=True)
     if broker == "kafka":
-
         bootstrap, pid = apache_kafka.start(run / "apache-kafka", port=port)
         port = int(bootstrap.rsplit(":", 1)[1])
     else:

@@ -2,7 +2,10 @@
 
 * ``RandomRecommender``: uniform over the items seen so far.
 * ``PopularityRecommender``: event-weighted counts, optionally time-decayed.
-* ``ItemKNNRecommender``: cosine item-item similarity from the user-item matrix.
+* ``ItemKNNRecommender``: (asymmetric) cosine item-item similarity from the user-item matrix.
+
+More baselines live in their own modules: ``models.ease`` (EASE), ``models.sessionknn``
+(V-SKNN) and ``models.sequential_rules`` (SR).
 
 Every model learns from ``fit(events)`` (which replaces all state) and, online, from
 ``observe(event)``; ``recommend`` returns up to ``k`` distinct *known* items (seen in
@@ -187,26 +190,40 @@ FloatArray = npt.NDArray[np.float64]
 
 
 class ItemKNNRecommender:
-    """Item-based collaborative filtering with cosine similarity (Sarwar et al., 2001).
+    """Item-based collaborative filtering (Sarwar et al., WWW 2001) with the usual knobs.
 
     ``fit`` builds the binary user-item matrix ``X`` (1 where the user had any event with
-    the item) and the item-item similarity
-    ``sim(i, j) = X_i . X_j / (||X_i|| ||X_j|| + shrink)`` (``X_i`` is item ``i``'s
-    column), keeping for each item ``i`` only its ``k_neighbours`` most similar items
-    ``j != i`` with ``sim > 0``. A user's score for item ``j`` is
-    ``sum over i in history(u) of sim(i, j)``.
+    the item); ``c_i`` is the number of users of item ``i`` and ``c_ij`` of both ``i`` and
+    ``j``. The similarity of a candidate ``j`` to a history item ``i`` is the shrunk
+    asymmetric cosine (Aiolli, "Efficient top-N recommendation for very large scale binary
+    rated datasets", RecSys 2013):
+
+        sim(i, j) = c_ij / (c_i ** alpha * c_j ** (1 - alpha) + shrink)
+
+    ``alpha = 0.5`` is the cosine ``X_i . X_j / (||X_i|| ||X_j|| + shrink)``; ``alpha = 1``
+    is the conditional probability ``P(j | i)`` (shrunk). For each item ``i`` only its
+    ``k_neighbours`` most similar items ``j != i`` with ``sim > 0`` are kept. A user's score
+    for item ``j`` is ``sum over i in history(u) of w(i) * sim(i, j)``; ``w = 1`` unless
+    ``history_half_life`` is set, when the ``p``-th most recent distinct history item
+    (``p = 0`` the newest, in the order of each item's latest event) weighs
+    ``2 ** (-p / history_half_life)`` (recency weighting for sessions).
 
     ``observe`` appends the event's item to the user's history and counts it for the
     popularity fallback; it does not recompute similarities, so an item first seen after
     ``fit`` is never scored by similarity. Slots that similarity cannot fill (unknown
     user, no similar items left) are filled with the most popular items (undecayed
     ``PopularityRecommender``) unless ``fill_with_popular=False``.
+
+    The defaults (``k_neighbours``, ``shrink``, ``alpha``) were chosen on a MovieLens
+    validation split carved from a training part (``models.tuning``, ``docs/baselines.md``).
     """
 
     def __init__(
         self,
-        k_neighbours: int = 100,
-        shrink: float = 10.0,
+        k_neighbours: int = 200,
+        shrink: float = 200.0,
+        alpha: float = 0.3,
+        history_half_life: float | None = None,
         fill_with_popular: bool = True,
         block_bytes: int = 32 << 20,
     ) -> None:
@@ -214,9 +231,17 @@ class ItemKNNRecommender:
             raise ValueError(f"k_neighbours must be >= 1, got {k_neighbours}")
         if not (shrink >= 0.0 and math.isfinite(shrink)):
             raise ValueError(f"shrink must be finite and >= 0, got {shrink}")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        if history_half_life is not None and not (
+            history_half_life > 0.0 and math.isfinite(history_half_life)
+        ):
+            raise ValueError(f"history_half_life must be > 0, got {history_half_life}")
         self.name = f"itemknn-k{k_neighbours}"
         self.k_neighbours = k_neighbours
         self.shrink = float(shrink)
+        self.alpha = float(alpha)
+        self.history_half_life = history_half_life
         self.fill_with_popular = fill_with_popular
         self.block_bytes = block_bytes
         self._popular = PopularityRecommender()
@@ -231,14 +256,20 @@ class ItemKNNRecommender:
         self._index = {item: i for i, item in enumerate(self._item_ids)}
         self._history = {}
         for event in events:
-            self._history.setdefault(event.user_id, {})[self._index[event.item_id]] = None
+            self._remember(event.user_id, self._index[event.item_id])
         self._similarity = self._fit_similarity()
 
     def observe(self, event: Event) -> None:
         self._popular.observe(event)
         row = self._index.get(event.item_id)
         if row is not None:
-            self._history.setdefault(event.user_id, {})[row] = None
+            self._remember(event.user_id, row)
+
+    def _remember(self, user_id: str, row: int) -> None:
+        history = self._history.setdefault(user_id, {})
+        if self.history_half_life is not None:
+            history.pop(row, None)  # keep the history in the order of each item's latest event
+        history[row] = None
 
     def neighbours(self, item_id: str) -> list[tuple[str, float]]:
         """``item_id``'s kept neighbours with their similarity, most similar first."""
@@ -258,27 +289,25 @@ class ItemKNNRecommender:
         if k > 0 and history:
             out = self._by_similarity(list(history), k, exclude)
         if self.fill_with_popular and len(out) < k:
-            taken = set(out)
-            banned: Collection[str] = taken.union(exclude) if taken else exclude
-            out += self._popular.recommend(user_id, k - len(out), banned)
+            out += fill_popular(self._popular, user_id, k - len(out), out, exclude)
         return out
 
     def _by_similarity(self, rows: list[int], k: int, exclude: Collection[str]) -> list[str]:
         sub = self._similarity[rows]
+        weights = sub.data
+        if self.history_half_life is not None:
+            # rows are oldest first: the newest weighs 1, the p-th newest 2 ** (-p / h)
+            age = np.arange(len(rows) - 1, -1, -1, dtype=np.float64)
+            per_row = np.exp2(-age / self.history_half_life)
+            weights = weights * np.repeat(per_row, np.diff(sub.indptr))
         scores: FloatArray = np.bincount(
-            sub.indices, weights=sub.data, minlength=len(self._item_ids)
+            sub.indices, weights=weights, minlength=len(self._item_ids)
         ).astype(np.float64)
         for item in exclude:
             col = self._index.get(item)
             if col is not None:
                 scores[col] = 0.0
-        positive = np.flatnonzero(scores > 0.0)
-        if len(positive) > k:
-            # Keep every item tied with the k-th best, then order exactly.
-            kth = np.partition(scores[positive], len(positive) - k)[len(positive) - k]
-            positive = positive[scores[positive] >= kth]
-        # Rows are in item_id order, so a stable sort breaks ties by item_id.
-        order = positive[np.argsort(-scores[positive], kind="stable")][:k]
+        order = top_k_indices(scores, k, np.flatnonzero(scores > 0.0))
         return [self._item_ids[c] for c in order]
 
     def _fit_similarity(self) -> sparse.csr_matrix:
@@ -286,17 +315,11 @@ class ItemKNNRecommender:
         users = list(self._history)
         if n_items == 0 or not users:
             return sparse.csr_matrix((n_items, n_items), dtype=np.float64)
-        rows = np.fromiter(
-            (u for u, user in enumerate(users) for _ in self._history[user]), dtype=np.int64
-        )
-        cols = np.fromiter(
-            (c for user in users for c in self._history[user]), dtype=np.int64, count=len(rows)
-        )
-        x = sparse.csr_matrix(
-            (np.ones(len(rows), dtype=np.float64), (rows, cols)), shape=(len(users), n_items)
-        )
+        x = binary_matrix([list(self._history[user]) for user in users], n_items)
         xt = x.T.tocsr()
-        norms = np.sqrt(np.asarray(xt.multiply(xt).sum(axis=1)).ravel())
+        counts_per_item = np.asarray(x.sum(axis=0), dtype=np.float64).ravel()  # c_i
+        row_norm = counts_per_item**self.alpha
+        col_norm = counts_per_item ** (1.0 - self.alpha)
         keep = min(self.k_neighbours, n_items - 1)  # < n_items: argpartition needs kth < n
         if keep <= 0:
             return sparse.csr_matrix((n_items, n_items), dtype=np.float64)
@@ -307,7 +330,7 @@ class ItemKNNRecommender:
         for start in range(0, n_items, block):
             stop = min(n_items, start + block)
             sims = (xt[start:stop] @ x).toarray()
-            sims /= np.outer(norms[start:stop], norms) + (self.shrink + 1e-12)
+            sims /= np.outer(row_norm[start:stop], col_norm) + (self.shrink + 1e-12)
             sims[np.arange(stop - start), np.arange(start, stop)] = 0.0
             top = np.argpartition(-sims, keep - 1, axis=1)[:, :keep]
             for r in range(stop - start):
@@ -322,3 +345,49 @@ class ItemKNNRecommender:
         )
         matrix.sort_indices()
         return matrix
+
+
+def binary_matrix(rows: Sequence[Sequence[int]], n_cols: int) -> sparse.csr_matrix:
+    """A CSR matrix with a 1.0 at ``(r, c)`` for every column ``c`` listed in ``rows[r]``.
+
+    Each row's columns must be distinct.
+    """
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    row_ids = np.repeat(np.arange(len(rows), dtype=np.int64), lengths)
+    col_ids = np.fromiter((c for r in rows for c in r), dtype=np.int64, count=int(lengths.sum()))
+    return sparse.csr_matrix(
+        (np.ones(len(col_ids), dtype=np.float64), (row_ids, col_ids)), shape=(len(rows), n_cols)
+    )
+
+
+def top_k_indices(scores: FloatArray, k: int, candidates: npt.NDArray[np.intp]) -> list[int]:
+    """The ``k`` best ``candidates`` (indices into ``scores``), best first.
+
+    Ties go to the smaller index (models keep items in ``item_id`` order, so that is the
+    smaller ``item_id``).
+    """
+    if k <= 0 or len(candidates) == 0:
+        return []
+    candidates = np.sort(candidates)
+    if len(candidates) > k:
+        # Keep every candidate tied with the k-th best, then order exactly.
+        kth = np.partition(scores[candidates], len(candidates) - k)[len(candidates) - k]
+        candidates = candidates[scores[candidates] >= kth]
+    order = candidates[np.argsort(-scores[candidates], kind="stable")][:k]
+    return [int(c) for c in order]
+
+
+def fill_popular(
+    popular: PopularityRecommender,
+    user_id: str,
+    k: int,
+    taken: Collection[str],
+    exclude: Collection[str],
+) -> list[str]:
+    """Up to ``k`` popular items that are neither ``taken`` nor in ``exclude``."""
+    if k <= 0:
+        return []
+    if not taken:
+        return popular.recommend(user_id, k, exclude)
+    banned = set(taken).union(exclude)
+    return popular.recommend(user_id, k, banned)

@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from models.bandit import EpsilonGreedyRanker
 from models.profile import UserProfile
+from models.reclist import RecItem
 from models.recommender import (
     EXPLORING,
     TRENDING,
@@ -36,8 +37,10 @@ from models.recommender import (
     popular_reason,
     recommend,
 )
-from models.recs import RecItem
 from models.rerank import ShownCounter
+
+CHUNK = 64
+"""Users ranked in one set of arrays: larger chunks stop fitting the CPU caches."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,11 +100,11 @@ class _Features:
         n, dim = len(ids), items.retriever.dim
         self.row = {item_id: i for i, item_id in enumerate(ids)}
         unit = np.zeros((n + 1, dim), dtype=np.float64)  # row n: "no item" (padding)
-        has = np.zeros(n + 1, dtype=bool)
         content = np.zeros(n + 1, dtype=bool)
         qual = np.zeros(n + 1)
         fresh = np.zeros(n + 1)
         pop = np.zeros(n + 1)
+        available = np.zeros(n + 1, dtype=bool)
         global_pop = dict(items.global_top)
         category_top = items.category_top
         cat_pop: dict[str, dict[str, float]] = {}
@@ -109,14 +112,13 @@ class _Features:
         q0 = quality.prior_mean
         window = cfg.new_item_window_s
         cats: list[tuple[str, ...]] = []
+        retriever = items.retriever
         for i, item_id in enumerate(ids):
-            vec = items.retriever.vector(item_id)
+            vec = retriever.vector(item_id)
             if vec is not None:
-                norm = float(np.linalg.norm(vec))
-                if math.isfinite(norm) and norm > 0:
-                    unit[i] = vec / norm
-                    has[i] = True
+                unit[i] = vec
             content[i] = items.from_content(item_id)
+            available[i] = items.available(item_id)
             qual[i] = math.tanh(math.log(quality.score(item_id) / q0))
             seen = items.first_seen(item_id)
             if seen is not None and window > 0:
@@ -130,9 +132,30 @@ class _Features:
                     table = cat_pop[cat] = dict(category_top.get(cat, ()))
                 p = max(p, table.get(item_id, 0.0))
             pop[i] = min(1.0, max(0.0, p))
+        norms = np.linalg.norm(unit, axis=1)
+        has = np.isfinite(norms) & (norms > 0)
+        unit = np.divide(unit, norms[:, None], out=np.zeros_like(unit), where=has[:, None])
         self.unit, self.has, self.content = unit, has, content
         self.qual, self.fresh, self.pop, self.cats = qual, fresh, pop, cats
+        self.available = available
         self.pad = n
+        self.columns: dict[str, int] = {}
+        """Category -> its column in ``category_matrix`` and in a user's shares."""
+        width = max((len(c) for c in cats), default=0)
+        self.category_matrix = np.full((n + 1, max(1, width)), -1, dtype=np.int64)
+        for i, item_cats in enumerate(cats):
+            for j, cat in enumerate(item_cats):
+                self.category_matrix[i, j] = self.columns.setdefault(cat, len(self.columns))
+
+    def shares(self, shares: Sequence[Mapping[str, float]]) -> npt.NDArray[np.float64]:
+        """Users' category shares as rows over ``columns`` (plus a zero column, -1)."""
+        out = np.zeros((len(shares), len(self.columns) + 1))
+        for i, share in enumerate(shares):
+            for cat, value in share.items():
+                col = self.columns.get(cat)
+                if col is not None:
+                    out[i, col] = value
+        return out
 
 
 class VectorRanker:
@@ -193,7 +216,7 @@ class VectorRanker:
             for i, row in zip(searching, found, strict=True):
                 hits[i] = [item_id for item_id, _ in row]
         shares: list[dict[str, float]] = []
-        pools: list[list[str]] = []
+        gathered: list[dict[str, None]] = []
         for i, r in enumerate(requests):
             profile, exclude = r.profile, excludes[i]
             total = sum(w for w in profile.affinities.values() if w > 0)
@@ -217,27 +240,59 @@ class VectorRanker:
                         and max(0.0, now_ts - seen) < cfg.new_item_window_s
                     ]
                     ids.update(dict.fromkeys(_first(fresh_ids, cfg.n_new, exclude)))
-            pools.append(sorted(i_ for i_ in ids if i_ not in exclude and items.available(i_)))
-        union = sorted({item_id for pool in pools for item_id in pool})
+            gathered.append(ids)  # every source already left ``exclude`` out
+        history = {h for r in requests for h in r.profile.recent[: cfg.history_for_reasons]}
+        union = sorted(set().union(*gathered) | history)
         feats = _Features(items, union, now_ts, cfg)
+        # rows in id order (``union`` is sorted), each once, available items only
+        row_lists: list[npt.NDArray[np.int64]] = []
+        for ids in gathered:
+            got = np.unique(np.fromiter(map(feats.row.__getitem__, ids), np.int64, len(ids)))
+            row_lists.append(got[feats.available[got]])
+        pools = [[union[j] for j in rows_i.tolist()] for rows_i in row_lists]
+        lists: list[list[RecItem]] = []
+        for start in range(0, b, CHUNK):
+            part = slice(start, start + CHUNK)
+            lists.extend(
+                self._score(
+                    requests[part],
+                    users[part],
+                    pools[part],
+                    row_lists[part],
+                    shares[part],
+                    feats,
+                    cfg,
+                    items,
+                )
+            )
+        return lists
+
+    def _score(
+        self,
+        requests: Sequence[RankRequest],
+        users: npt.NDArray[np.float64],
+        pools: Sequence[list[str]],
+        row_lists: Sequence[npt.NDArray[np.int64]],
+        shares: Sequence[dict[str, float]],
+        feats: _Features,
+        cfg: RankConfig,
+        items: ItemView,
+    ) -> list[list[RecItem]]:
+        """Score, diversify and fill the slots of one chunk of users (arrays in cache)."""
+        b = len(requests)
         width = max((len(p) for p in pools), default=0)
         if width == 0:
             return [[] for _ in requests]
         rows = np.full((b, width), feats.pad, dtype=np.int64)
-        for i, pool in enumerate(pools):
-            rows[i, : len(pool)] = [feats.row[item_id] for item_id in pool]
+        for i, rows_i in enumerate(row_lists):
+            rows[i, : len(rows_i)] = rows_i
         valid = rows != feats.pad
         item_units = feats.unit[rows]  # (b, width, dim)
         sim = np.einsum("bwd,bd->bw", item_units, users)
         sim = np.where(feats.content[rows], sim * cfg.content_discount, sim)
-        aff = np.zeros((b, width))
-        for i, pool in enumerate(pools):
-            share = shares[i]
-            if share:
-                aff[i, : len(pool)] = [
-                    min(1.0, sum(share.get(c, 0.0) for c in feats.cats[feats.row[item_id]]))
-                    for item_id in pool
-                ]
+        user_shares = feats.shares(shares)  # (b, columns + 1); column -1 is zero
+        item_cats = feats.category_matrix[rows]  # (b, width, cats per item)
+        aff = np.minimum(1.0, user_shares[np.arange(b)[:, None, None], item_cats].sum(axis=2))
         score = (
             cfg.w_similarity * sim
             + cfg.w_quality * feats.qual[rows]
@@ -376,38 +431,32 @@ class VectorRanker:
         cfg: RankConfig,
         items: ItemView,
     ) -> list[str]:
-        history = [h for h in profile.recent[: cfg.history_for_reasons]]
-        hist_units = np.array(
-            [
-                (v / n)
-                if (v := items.retriever.vector(h)) is not None
-                and (n := float(np.linalg.norm(v))) > 0
-                else np.zeros(items.retriever.dim)
-                for h in history
-            ],
-            dtype=np.float64,
-        ).reshape(len(history), items.retriever.dim)
-        hist_ok = np.abs(hist_units).sum(axis=1) > 0 if len(history) else np.zeros(0, dtype=bool)
+        history = profile.recent[: cfg.history_for_reasons]
+        hist_rows = np.fromiter(map(feats.row.__getitem__, history), np.int64, len(history))
+        hist_ok = feats.has[hist_rows]
+        pick_rows = np.fromiter((feats.row[pool[c]] for c, *_ in picks), np.int64, len(picks))
+        nearest: list[int] = []
+        if hist_ok.any():  # the history item nearest each pick (ties: the most recent)
+            sims = feats.unit[pick_rows] @ feats.unit[hist_rows].T
+            nearest = np.argmax(np.where(hist_ok[None, :], sims, -np.inf), axis=1).tolist()
+        sim_terms = (cfg.w_similarity * sim[[c for c, *_ in picks]]).tolist()
         reasons: list[str] = []
-        for col, _, _, explored in picks:
+        for n, (col, _, _, explored) in enumerate(picks):
             if explored:
                 reasons.append(EXPLORING)
                 continue
-            item_id = pool[col]
-            row = feats.row[item_id]
-            cats = feats.cats[row]
+            row = int(pick_rows[n])
             liked = None
-            for cat in cats:
+            for cat in feats.cats[row]:
                 if shares.get(cat, 0.0) > 0 and (liked is None or shares[cat] > shares[liked]):
                     liked = cat
             if feats.fresh[row] > 0 and liked is not None:
                 reasons.append(new_reason(liked))
                 continue
-            sim_term = cfg.w_similarity * float(sim[col])
+            sim_term = sim_terms[n]
             clicked = None
-            if sim_term > 0 and feats.has[row] and hist_ok.any():
-                sims = np.where(hist_ok, hist_units @ feats.unit[row], -np.inf)
-                hist = history[int(np.argmax(sims))]
+            if sim_term > 0 and feats.has[row] and nearest:
+                hist = history[nearest[n]]
                 clicked = clicked_reason(items.title(hist) or hist)
             pop = float(feats.pop[row])
             if clicked is not None and sim_term >= max(

@@ -25,8 +25,8 @@ from models.events import Event, ItemUpsert
 from models.itemlearn import learn
 from models.itemstate import ItemState
 from models.profile import ProfileConfig, UserProfile
+from models.reclist import RecItem
 from models.recommender import RankConfig
-from models.recs import RecItem
 from models.step import Inbound, StepConfig, WorkerStep
 from models.training import TrainConfig, train
 
@@ -90,8 +90,15 @@ class EddyRecommender:
         self.clock = max((e.ts for e in events), default=0.0)
 
     def observe(self, event: Event) -> None:
-        """Learn from one event, as the worker does (its item deltas applied at once)."""
+        """Learn from one event, as the worker does (its item deltas applied at once).
+
+        An event on an item of the list last scored for the user counts as a click on
+        that list, as if the product had sent its ``rec_id`` back (replayed datasets
+        carry none), so item quality learns from hits as well as from impressions."""
         step = self._state()
+        last = step.last.get(event.user_id)
+        if event.rec_id is None and last is not None and event.item_id in last[1]:
+            event = event.model_copy(update={"rec_id": last[0]})
         out = step.run([Inbound(event)], rank=False)
         self.clock = max(self.clock, event.ts)
         if out.items:

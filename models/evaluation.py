@@ -9,6 +9,13 @@ Protocols (``models.protocols``):
 * ``holdout-user`` / ``holdout-item``: a random split stratified by user or by item.
 * ``temporal`` / ``temporal-user``: the last ``fraction`` of events, globally or per user.
 
+Models (``MODELS``, all run by default; definitions and tuned parameters in
+``docs/baselines.md``): ``random``, ``popularity``, ``itemknn`` (asymmetric cosine,
+parameters tuned on MovieLens validation), ``itemknn-session`` (the same with recency
+weighting, tuned on YOOCHOOSE validation), ``ease`` (lambda tuned inside every ``fit`` on a
+split of the training part), ``vsknn`` and ``sr`` (session baselines, tuned on YOOCHOOSE
+validation), and Eddy frozen and online.
+
 Intra-list diversity is measured for every model in one space: cosine of the item
 vectors of Eddy's model pre-trained on the training part.
 
@@ -21,7 +28,8 @@ directly, so the estimator can be checked against the truth.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -34,6 +42,7 @@ from models.baselines import (
     Recommender,
 )
 from models.datasets import Dataset
+from models.ease import EASERecommender
 from models.engine import EddyRecommender, EngineConfig
 from models.events import Event
 from models.metrics import ips, snips
@@ -45,6 +54,8 @@ from models.protocols import (
     temporal_split,
     time_key,
 )
+from models.sequential_rules import SequentialRulesRecommender
+from models.sessionknn import VSKNNRecommender
 
 Protocol = Literal["prequential", "holdout-user", "holdout-item", "temporal", "temporal-user"]
 PROTOCOLS: tuple[Protocol, ...] = (
@@ -54,9 +65,21 @@ PROTOCOLS: tuple[Protocol, ...] = (
     "temporal",
     "temporal-user",
 )
-MODELS = ("random", "popularity", "itemknn", "eddy-frozen", "eddy")
+MODELS = (
+    "random",
+    "popularity",
+    "itemknn",
+    "itemknn-session",
+    "ease",
+    "vsknn",
+    "sr",
+    "eddy-frozen",
+    "eddy",
+)
 COUNTS = frozenset({"users", "events", "cold_users", "repeats", "first_events", "warmup"})
-"""Result keys that are counts, not rates."""
+"""Result keys that are counts, not rates. Every model's results also hold ``fit_seconds``
+(wall time of its last ``fit``) and, for models that tune themselves in ``fit`` (EASE),
+the chosen parameters as ``tuned_<name>``."""
 Progress = Callable[[str, int, int], None]
 """``progress(model, done, total)``."""
 
@@ -95,9 +118,47 @@ def make_model(name: str, dataset: Dataset, cfg: EvalConfig) -> Recommender:
         return PopularityRecommender()
     if name == "itemknn":
         return ItemKNNRecommender()
+    if name == "itemknn-session":
+        return session_itemknn()
+    if name == "ease":
+        return EASERecommender(seed=cfg.seed)
+    if name == "vsknn":
+        return VSKNNRecommender()
+    if name == "sr":
+        return SequentialRulesRecommender()
     if name in ("eddy", "eddy-frozen"):
         return EddyRecommender(dataset.items, replace(cfg.engine, online=name == "eddy"))
     raise ValueError(f"unknown model {name!r}; choose from {list(MODELS)}")
+
+
+def session_itemknn() -> ItemKNNRecommender:
+    """``itemknn-session``: item-kNN with the knobs chosen on YOOCHOOSE validation."""
+    return ItemKNNRecommender(k_neighbours=100, shrink=10.0, alpha=0.7, history_half_life=0.5)
+
+
+class TimedFit:
+    """A ``Recommender`` that times its model's ``fit`` (wall seconds, the last call)."""
+
+    def __init__(self, model: Recommender) -> None:
+        self.model = model
+        self.name = model.name
+        self.fit_seconds = math.nan
+
+    def fit(self, events: Sequence[Event]) -> None:
+        started = time.perf_counter()
+        self.model.fit(events)
+        self.fit_seconds = time.perf_counter() - started
+
+    def observe(self, event: Event) -> None:
+        self.model.observe(event)
+
+    def recommend(self, user_id: str, k: int, exclude: Collection[str] = ()) -> list[str]:
+        return self.model.recommend(user_id, k, exclude)
+
+    def report(self) -> dict[str, float]:
+        """``fit_seconds`` and the model's ``tuned`` parameters as ``tuned_<name>``."""
+        tuned: Mapping[str, float] = getattr(self.model, "tuned", {})
+        return {"fit_seconds": self.fit_seconds} | {f"tuned_{k}": v for k, v in tuned.items()}
 
 
 def split(
@@ -130,7 +191,7 @@ def evaluate(
         similarity = _cosine(yardstick)
     results: dict[str, dict[str, float]] = {}
     for name in cfg.models:
-        model = make_model(name, dataset, cfg)
+        model = TimedFit(make_model(name, dataset, cfg))
         report = _reporter(progress, name)
         if cfg.protocol == "prequential":
             stream = train + held
@@ -152,6 +213,7 @@ def evaluate(
                 progress=report,
                 similarity=similarity,
             )
+        results[name].update(model.report())
     return results
 
 
@@ -262,8 +324,6 @@ def _replay_round(
     if not logged:
         return
     ids = [i.item_id for i in logged]
-    if event.item_id in ids:
-        model.items.quality.record_reward(event.item_id, 1.0)
     log.hits.append(float(event.item_id in ids))
     log.top_rewards.append(float(ids[0] == event.item_id))
     log.top_propensities.append(logged[0].propensity)

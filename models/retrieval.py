@@ -255,12 +255,33 @@ class ExactRetriever:
         mat, ids = self.matrix, self._ids
         for start in range(0, len(qs), step):
             block = qs[start : start + step] @ mat.T
-            for j, scores in enumerate(block):
+            kept = np.full(len(block), n)
+            for j in range(len(block)):
                 dropped = self._excluded_rows(exclude[start + j]) if exclude else []
                 if dropped:
-                    scores[dropped] = -np.inf
-                top = _top_rows(scores, min(k, n - len(dropped)))
-                out.append([(ids[r], float(scores[r])) for r in top])
+                    block[j, dropped] = -np.inf
+                    kept[j] = n - len(dropped)
+            width = min(k, n)
+            if width < n:  # the best ``width`` per row, then sorted (ties by row, stable)
+                part = np.argpartition(-block, width - 1, axis=1)[:, :width]
+                part.sort(axis=1)
+            else:
+                part = np.broadcast_to(np.arange(n), (len(block), n))
+            scores = np.take_along_axis(block, part, axis=1)
+            order = np.argsort(-scores, axis=1, kind="stable")
+            tops = np.take_along_axis(part, order, axis=1)
+            best = np.take_along_axis(scores, order, axis=1)
+            for j in range(len(block)):
+                m = min(k, int(kept[j]))
+                out.append(
+                    list(
+                        zip(
+                            [ids[r] for r in tops[j, :m].tolist()],
+                            best[j, :m].tolist(),
+                            strict=True,
+                        )
+                    )
+                )
         return out
 
     def vector(self, id: str) -> FloatArray | None:

@@ -12,6 +12,9 @@ noida-db (``endpoints``) or of ``apache_kafka``::
 
     def test_x(broker: Endpoints, tmp_path: Path) -> None:
         s = isolated_settings(broker, tmp_path)
+
+A test that asks for ``broker`` gets its ``settings`` (and ``trained``, ``r``) on that
+broker too. ``KAFKA_ONLY`` runs such a test as ``[kafka]`` only.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ def endpoints(
     """The session's noida-db (or ``EDDY_TEST_KAFKA_BOOTSTRAP``) and Redis."""
     kafka = os.environ.get("EDDY_TEST_KAFKA_BOOTSTRAP")
     if kafka:
-        yield Endpoints(kafka, session_redis_url)
+        yield Endpoints(kafka, session_redis_url, "external")
         return
     kafka, pid = devstack.start_kafka(tmp_path_factory.mktemp("stack"))
     try:
@@ -64,7 +67,7 @@ def apache_kafka(
     """A session-wide Apache Kafka broker (started on first use) and the session's Redis."""
     kafka, pid = devstack.start_kafka(tmp_path_factory.mktemp("apache-kafka"), "kafka")
     try:
-        yield Endpoints(kafka, session_redis_url)
+        yield Endpoints(kafka, session_redis_url, "kafka")
     finally:
         devstack.stop_pid(pid)
 
@@ -79,8 +82,12 @@ def broker(request: pytest.FixtureRequest) -> Endpoints:
 
 
 @pytest.fixture
-def settings(endpoints: Endpoints, tmp_path: Path) -> Settings:
-    """Settings isolated to this test (own topics, group and key prefix)."""
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """Settings isolated to this test (own topics, group and key prefix), on ``broker``
+    when the test asks for it (``[noida]`` / ``[kafka]``), else on the session's
+    noida-db (``endpoints``)."""
+    name = "broker" if "broker" in request.fixturenames else "endpoints"
+    endpoints: Endpoints = request.getfixturevalue(name)
     return isolated_settings(endpoints, tmp_path)
 
 

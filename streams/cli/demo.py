@@ -34,7 +34,7 @@ from infra import devstack
 from models.artefact import save
 from models.datasets import BUNDLED_MOVIELENS, Dataset, load_movielens, split_by_time
 from models.events import Event, encode
-from models.recs import RecList
+from models.reclist import RecList
 from models.training import TrainConfig, train
 from streams.cli.render import render_list
 from streams.cli.replay import producer_config, replay
@@ -179,13 +179,13 @@ def wait_idle(
 ) -> float:
     """Send probe events until one is reflected in Redis within ``IDLE_S``; return the wait.
 
-    After a bulk replay the worker still applies its table changelogs (popularity and
-    learned item state, read back one record at a time); the burst is timed once that
-    backlog is gone, so it measures freshness, not the backlog."""
+    After a bulk replay the worker may still be working through the backlog (events and
+    the item owners' windows); the burst is timed once that backlog is gone, so it
+    measures freshness, not the backlog."""
     producer = Producer(producer_config(settings.kafka_bootstrap, **{"linger.ms": 0}))
     started = time.monotonic()
     key = settings.key("rec", PROBE_USER)
-    with console.status("waiting for the worker to apply its table updates…"):
+    with console.status("waiting for the worker to clear its backlog…"):
         while time.monotonic() - started < timeout_s:
             event = Event(type="view", user_id=PROBE_USER, item_id=item_id, ts=time.time())
             sent = time.monotonic()

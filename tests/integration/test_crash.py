@@ -1,4 +1,7 @@
-"""Processing guarantee: kill -9 mid-stream, restart, and every event counts exactly once."""
+"""Processing guarantee: kill -9 mid-stream, restart, and every event counts exactly once.
+
+Runs as ``[kafka]`` only: noida-db 0.2.2 never assigns partitions to a worker restarted
+with the same ``EDDY_WORKER_ID`` (``test_apache_kafka.py`` shows it)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import redis
 
 from streams.settings import Settings
 from streams.topics import create_topics
-from tests.support import WorkerProcess, produce, wait_for
+from tests.support import KAFKA_ONLY, Endpoints, WorkerProcess, produce, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -19,8 +22,12 @@ USERS = 40
 PER_USER = 250
 
 
+@KAFKA_ONLY
 def test_kill_9_mid_stream_then_restart_counts_every_event_once(
-    settings: Settings, r: redis.Redis, start_worker: Callable[..., WorkerProcess]
+    broker: Endpoints,
+    settings: Settings,
+    r: redis.Redis,
+    start_worker: Callable[..., WorkerProcess],
 ) -> None:
     create_topics(settings)
     t0 = time.time() - 3600
@@ -47,7 +54,8 @@ def test_kill_9_mid_stream_then_restart_counts_every_event_once(
     killed_at = processed()
     assert killed_at < total, "the worker finished before it was killed; raise PER_USER"
 
-    # Same static member id (EDDY_WORKER_ID), empty local state: recovery from Kafka only.
+    # Same static member id (EDDY_WORKER_ID), empty local state dir: the profiles come
+    # back from Redis, the offsets to resume from from Kafka.
     again = settings.model_copy(update={"data_dir": settings.data_dir.parent / "again"})
     start_worker(again, "again")
 

@@ -19,9 +19,12 @@ from models.baselines import (
     RandomRecommender,
     Recommender,
 )
+from models.ease import EASERecommender
 from models.events import Event, EventType
 from models.popularity import bump, score_at
 from models.profile import DEFAULT_EVENT_WEIGHTS, event_weight
+from models.sequential_rules import SequentialRulesRecommender
+from models.sessionknn import VSKNNRecommender
 
 T0 = 1_700_000_000.0
 DAY = 86_400.0
@@ -51,7 +54,16 @@ FACTORIES: dict[str, Factory] = {
     "random": lambda: RandomRecommender(seed=3),
     "popularity": lambda: PopularityRecommender(),
     "popularity-decayed": lambda: PopularityRecommender(half_life_days=1.0),
-    "itemknn": lambda: ItemKNNRecommender(k_neighbours=2, shrink=0.0),
+    "itemknn": lambda: ItemKNNRecommender(k_neighbours=2, shrink=0.0, alpha=0.5),
+    "itemknn-asymmetric-recency": lambda: ItemKNNRecommender(
+        k_neighbours=2, shrink=1.0, alpha=0.8, history_half_life=1.0
+    ),
+    "ease": lambda: EASERecommender(),  # lambda tuned in fit
+    "ease-fixed": lambda: EASERecommender(l2=1.0),
+    "vsknn": lambda: VSKNNRecommender(k_neighbours=2, sample_size=3),
+    "vsknn-no-extend": lambda: VSKNNRecommender(extend=False),
+    "sr": lambda: SequentialRulesRecommender(steps=2, pruning=2),
+    "sr-offline": lambda: SequentialRulesRecommender(online=False),
 }
 
 
@@ -306,7 +318,7 @@ def assert_neighbours(
 
 
 def test_itemknn_recommends_the_co_consumed_item() -> None:
-    model = ItemKNNRecommender(shrink=0.0)
+    model = ItemKNNRecommender(shrink=0.0, alpha=0.5)
     model.fit(FIXTURE)
     # u5 had only "a"; "b" was consumed with "a" by u1 and u2.
     assert model.recommend("u5", 1, exclude={"a"}) == ["b"]
@@ -317,14 +329,14 @@ def test_itemknn_recommends_the_co_consumed_item() -> None:
 
 
 def test_itemknn_shrink_and_pruning() -> None:
-    model = ItemKNNRecommender(shrink=1.0, k_neighbours=1)
+    model = ItemKNNRecommender(shrink=1.0, alpha=0.5, k_neighbours=1)
     model.fit(FIXTURE)
     assert_neighbours(model, "a", [("b", 2 / (math.sqrt(6) + 1))])
     assert [j for j, _ in model.neighbours("c")] == ["d"]  # only the best neighbour kept
 
 
 def test_itemknn_scores_sum_over_history() -> None:
-    model = ItemKNNRecommender(shrink=0.0)
+    model = ItemKNNRecommender(shrink=0.0, alpha=0.5)
     model.fit(FIXTURE)
     # u4 had c, d and e, all excluded; a and b have no similarity to them, so they come
     # from the popularity fill.
@@ -334,7 +346,7 @@ def test_itemknn_scores_sum_over_history() -> None:
 
 
 def test_itemknn_observe_extends_history_without_refitting() -> None:
-    model = ItemKNNRecommender(shrink=0.0)
+    model = ItemKNNRecommender(shrink=0.0, alpha=0.5)
     model.fit(FIXTURE)
     before = model.neighbours("c")
     assert model.recommend("u6", 1) == ["a"]  # unknown user: most popular item
@@ -347,26 +359,27 @@ def test_itemknn_observe_extends_history_without_refitting() -> None:
 
 
 def test_itemknn_without_fill() -> None:
-    model = ItemKNNRecommender(shrink=0.0, fill_with_popular=False)
+    model = ItemKNNRecommender(shrink=0.0, alpha=0.5, fill_with_popular=False)
     model.fit(FIXTURE)
     assert model.recommend("stranger", 3) == []
     assert model.recommend("u5", 5) == ["b"]  # only a's neighbour; a itself has no self-link
 
 
-def test_itemknn_matches_dense_cosine() -> None:
+@pytest.mark.parametrize("alpha", [0.5, 0.3, 0.9])
+def test_itemknn_matches_dense_cosine(alpha: float) -> None:
     rng = random.Random(5)
     events = [ev(f"u{rng.randrange(30)}", f"i{rng.randrange(25):02d}", n) for n in range(200)]
-    blocked = ItemKNNRecommender(k_neighbours=5, shrink=2.0, block_bytes=1)  # 1 row per block
-    blocked.fit(events)
-    whole = ItemKNNRecommender(k_neighbours=5, shrink=2.0)
+    blocked = ItemKNNRecommender(k_neighbours=5, shrink=2.0, alpha=alpha, block_bytes=1)
+    blocked.fit(events)  # one row per block
+    whole = ItemKNNRecommender(k_neighbours=5, shrink=2.0, alpha=alpha)
     whole.fit(events)
     items = sorted({e.item_id for e in events})
     users = sorted({e.user_id for e in events})
     x = np.zeros((len(users), len(items)))
     for e in events:
         x[users.index(e.user_id), items.index(e.item_id)] = 1.0
-    norms = np.linalg.norm(x, axis=0)
-    sims = (x.T @ x) / (np.outer(norms, norms) + 2.0)
+    counts = x.sum(axis=0)  # c_i; with alpha 0.5 the denominator is ||X_i|| ||X_j||
+    sims = (x.T @ x) / (np.outer(counts**alpha, counts ** (1 - alpha)) + 2.0)
     np.fill_diagonal(sims, 0.0)
     for row, item in enumerate(items):
         got = blocked.neighbours(item)
@@ -383,3 +396,43 @@ def test_itemknn_rejects_bad_parameters() -> None:
         ItemKNNRecommender(k_neighbours=0)
     with pytest.raises(ValueError, match="shrink"):
         ItemKNNRecommender(shrink=-1.0)
+
+
+def test_itemknn_asymmetric_cosine() -> None:
+    # a's users {u1, u2, u5} (c_a = 3), b's {u1, u2} (c_b = 2), c_ab = 2.
+    # alpha = 1: sim(i, j) = c_ij / c_i, the conditional probability P(j | i).
+    model = ItemKNNRecommender(shrink=0.0, alpha=1.0)
+    model.fit(FIXTURE)
+    assert_neighbours(model, "a", [("b", 2 / 3)])
+    assert_neighbours(model, "b", [("a", 1.0)])
+    # alpha = 0: sim(i, j) = c_ij / c_j; shrink adds to the denominator
+    model = ItemKNNRecommender(shrink=1.0, alpha=0.0)
+    model.fit(FIXTURE)
+    assert_neighbours(model, "a", [("b", 2 / (2 + 1))])
+    assert_neighbours(model, "b", [("a", 2 / (3 + 1))])
+
+
+def test_itemknn_history_half_life_favours_the_latest_item() -> None:
+    # sim(a, b) = 2 / sqrt(6) ~ 0.82 and sim(c, d) = 1: without recency d wins whatever
+    # the order; with a short half-life the neighbours of the newest item win.
+    plain = ItemKNNRecommender(shrink=0.0, alpha=0.5)
+    recent = ItemKNNRecommender(shrink=0.0, alpha=0.5, history_half_life=0.1)
+    for model in (plain, recent):
+        model.fit(FIXTURE)
+        model.observe(ev("x", "c", 20))
+        model.observe(ev("x", "a", 21))
+        model.observe(ev("y", "a", 22))
+        model.observe(ev("y", "c", 23))
+    assert plain.recommend("x", 1, exclude={"a", "c"}) == ["d"]
+    assert plain.recommend("y", 1, exclude={"a", "c"}) == ["d"]
+    assert recent.recommend("x", 1, exclude={"a", "c"}) == ["b"]
+    assert recent.recommend("y", 1, exclude={"a", "c"}) == ["d"]
+    recent.observe(ev("y", "a", 24))  # clicking a again makes it the newest
+    assert recent.recommend("y", 1, exclude={"a", "c"}) == ["b"]
+
+
+def test_itemknn_rejects_bad_knobs() -> None:
+    with pytest.raises(ValueError, match="alpha"):
+        ItemKNNRecommender(alpha=1.5)
+    with pytest.raises(ValueError, match="history_half_life"):
+        ItemKNNRecommender(history_half_life=0.0)
