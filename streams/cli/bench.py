@@ -66,6 +66,7 @@ import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from rich.console import Console
 from rich.table import Table
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from infra import devstack, process
 from models.artefact import ModelArtefact, save
@@ -112,6 +113,7 @@ PROBE_INTERVAL_S: Final = 0.02
 STALL_MS: Final = 10.0
 RANK_MAX_BATCHES: Final = 20
 SYNTHETIC_CATEGORIES: Final = 200
+SINGLE_BLAS: Final = "VectorRanker, 1 BLAS thread"
 SYNTHETIC_RECENT: Final = 10
 SYNTHETIC_AFFINITIES: Final = 4
 BARE_TIMEOUT_S: Final = 120.0
@@ -812,6 +814,19 @@ def ranking(
                             **row,
                         }
                     )
+                # the same with one BLAS thread: how much of the CPU time is the
+                # second BLAS thread waiting on small matrix products
+                with threadpool_limits(limits=1, user_api="blas"):
+                    ranker = VectorRanker(settings.seed)
+                    row = time_ranker(ranker, requests, view, now_ts, lists, config.ranking_budget)
+                rows.append(
+                    {
+                        "catalogue": "movielens",
+                        "items": len(view.retriever),
+                        "ranker": SINGLE_BLAS,
+                        **row,
+                    }
+                )
     finally:
         loop.close()
     for n in config.ranking_sizes:
