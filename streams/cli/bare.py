@@ -1,16 +1,18 @@
 """The bench's baseline: a bare Faust agent on the events topic, ``json.loads`` only.
 
 ``python -m streams.cli.bare`` (settings from ``EDDY_*``, as for ``eddy worker``) runs a
-Faust app configured as the worker's (``streams.app.faust_app``: the same broker, consumer
-group settings, in-memory store, producer linger, web server on ``EDDY_WEB_HOST:
-EDDY_WEB_PORT`` with Faust's own views dropped), with the events topic declared with acks
-off as the worker declares it, and one agent that iterates ``stream.events()`` and parses
-each value with ``json.loads``: no state, no writes, nothing else on the event path. It
-counts the events and stamps the first and the newest (wall clock, as the worker's stats
-do); a timer copies the counts to the Redis hash ``{prefix}:bare:{worker_id}`` four times
-a second. It does not import the worker (models, numpy, FAISS), so it starts in about half
-the time; ``eddy bench`` runs it after each worker, in its own consumer group, on the
-worker's events topic: the same events on the same broker.
+Faust app with the consumer configuration of the worker's (``streams.app.faust_app``:
+broker, credentials, session and rebalance timeouts, static group membership, in-memory
+store, ``stream_wait_empty`` off, producer linger, web server on ``EDDY_WEB_HOST:
+EDDY_WEB_PORT`` with Faust's own views dropped; not the 2 s recovery delay, which only
+delays the start) and the events topic declared with acks off as the worker declares it.
+Its one agent iterates ``stream.events()`` and parses each value with ``json.loads``: no
+state, no writes, nothing else on the event path. It counts the events and stamps the
+first and the newest (wall clock, as the worker's stats do); a timer copies the counts to
+the Redis hash ``{prefix}:bare:{worker_id}`` four times a second. It does not import the
+worker (models, numpy, FAISS), so it starts in about half the time. ``eddy bench`` runs it
+after each worker has exited, in its own consumer group, on the worker's events topic:
+the same events on the same broker.
 """
 
 from __future__ import annotations
