@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from models.bandit import EpsilonGreedyRanker
 from models.profile import UserProfile
+from models.reclist import RecItem
 from models.recommender import (
     EXPLORING,
     TRENDING,
@@ -36,7 +37,6 @@ from models.recommender import (
     popular_reason,
     recommend,
 )
-from models.recs import RecItem
 from models.rerank import ShownCounter
 
 CHUNK = 64

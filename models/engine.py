@@ -25,8 +25,8 @@ from models.events import Event, ItemUpsert
 from models.itemlearn import learn
 from models.itemstate import ItemState
 from models.profile import ProfileConfig, UserProfile
+from models.reclist import RecItem
 from models.recommender import RankConfig
-from models.recs import RecItem
 from models.step import Inbound, StepConfig, WorkerStep
 from models.training import TrainConfig, train
 

@@ -62,7 +62,7 @@ from models.bandit import Candidate, EpsilonGreedyRanker, EpsilonSchedule
 from models.popularity import Ranked
 from models.profile import UserProfile
 from models.quality import ItemQuality
-from models.recs import RecItem
+from models.reclist import RecItem
 from models.rerank import decay_repeats, filter_candidates, mmr
 from models.retrieval import Retriever
 

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from models.events import Event, ItemUpsert
-from models.recs import RecList
+from models.reclist import RecList
 
 SCHEMA_MODELS: dict[str, type[BaseModel]] = {"event": Event, "item": ItemUpsert, "reclist": RecList}
 

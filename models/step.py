@@ -29,15 +29,14 @@ from models.artefact import ModelArtefact
 from models.bandit import EpsilonGreedyRanker, EpsilonSchedule
 from models.batchrank import Ranker, RankRequest, VectorRanker
 from models.events import Event, EventType, ForgetUser, ItemUpsert
+from models.fallback import category_reason, popular_items, popular_list
 from models.itemstate import ItemState
 from models.learner import item_context, learn_profile
 from models.popularity import PopularityIndex, log_mass
 from models.profile import Position, ProfileConfig, UserProfile, already_applied, event_weight
 from models.profile import mark_applied as _mark_applied
-from models.ranking import category_reason, popular_items
-from models.ranking import recommend as popular_for
+from models.reclist import POPULAR_USER, RecItem, RecList, category_slug
 from models.recommender import EXPLORING, RankConfig
-from models.recs import POPULAR_USER, RecItem, RecList, category_slug
 from models.rerank import ShownCounter
 from models.variants import Variant, assign
 
@@ -363,7 +362,7 @@ class WorkerStep:
         cfg = self.config
         if self.items is None:
             for p in profiles:
-                items = popular_for(
+                items = popular_list(
                     p, self.popularity.category_top, self.popularity.global_top, k or cfg.rank.k
                 )
                 out.lists[p.user_id] = RecList(

@@ -12,6 +12,7 @@ one message per partition; the owner publishes the new item records through Redi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import ssl
@@ -48,6 +49,8 @@ DLQ_TOPIC = "eddy.dlq.topic"
 DLQ_PARTITION = "eddy.dlq.partition"
 DLQ_OFFSET = "eddy.dlq.offset"
 STATS_INTERVAL_S = 1.0
+SHUTDOWN_WRITES_S = 6.0
+"""Longest a stopping worker spends on its last writes and commit."""
 COMMIT_INTERVAL_S = 1.0
 """How often the events offsets whose state is written are committed."""
 GLOBAL_RECOVERY_BUFFER = 1
@@ -327,6 +330,8 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
         committed.clear()
 
     events_topic_name = s.topic_events
+    redis_run: list[str | None] = [None]
+    """Redis's run id when last seen: a new one means Redis restarted, maybe empty."""
 
     def measure_lag() -> int:
         """Record the lag of each events partition this worker owns; return how many."""
@@ -349,6 +354,12 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
             fields["events_partitions"] = str(owned)
             await redis_client.hset(key, mapping=fields)
             await redis_client.expire(key, 3600)
+            server: Any = await redis_client.info("server")
+            run_id = str(server.get("run_id", ""))
+            if redis_run[0] is not None and run_id != redis_run[0]:
+                log.warning("Redis restarted (run id changed): writing item documents again")
+                worker.on_store_restart()
+            redis_run[0] = run_id
         except aioredis.RedisError as exc:
             log.warning("could not write stats: %s", exc)
 
@@ -376,13 +387,23 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
             }
             return self.json(body, status=200 if ready else 503)
 
-    async def final_flush(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+    async def final_writes() -> None:
         await process_buffer()
         await commit_events()
         await send_items()
         await write_stats()
-        await redis_client.aclose()
-        await worker.sink.close()
+
+    async def final_flush(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        """Write and commit what can be, within ``SHUTDOWN_WRITES_S``: an unreachable
+        broker or Redis must not keep a stopping worker alive (what is not committed is
+        read again by the next owner, and skipped where a profile already has it)."""
+        try:
+            await asyncio.wait_for(final_writes(), SHUTDOWN_WRITES_S)
+        except (TimeoutError, aioredis.RedisError) as exc:
+            log.warning("stopping without the last writes (%r)", exc)
+        for closing in (redis_client.aclose(), worker.sink.close()):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(closing, 1.0)
 
     app.on_before_shutdown.connect(final_flush)
 

@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from faust.web import Request, Response, View
 
 from models.events import is_valid_id
-from models.recs import POPULAR_USER
+from models.reclist import POPULAR_USER
 from streams.redisclient import AsyncClient, async_client
 from streams.settings import Settings
 

@@ -9,7 +9,7 @@ from typing import cast
 
 import redis
 
-from models.recs import POPULAR_USER, RecList
+from models.reclist import POPULAR_USER, RecList
 from streams.redisclient import sync_client
 from streams.settings import Settings
 

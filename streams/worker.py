@@ -27,8 +27,8 @@ from models.events import DecodeError, ForgetUser, decode_item, decode_message
 from models.itemlearn import ItemRecord, apply, encode_deltas
 from models.popularity import half_life_seconds
 from models.profile import ProfileConfig, UserProfile
+from models.reclist import POPULAR_USER
 from models.recommender import RankConfig
-from models.recs import POPULAR_USER
 from models.step import Inbound, ItemDelta, Outbox, StepConfig, WorkerStep
 from streams.settings import Settings
 from streams.sink import Put, RecSink
@@ -330,6 +330,14 @@ class Worker:
             log.warning("skipping a catalog entry: %s", exc.reason)
             return
         self.step.upsert_item(item, doc)
+
+    def on_store_restart(self) -> int:
+        """Redis restarted (maybe empty): queue every item document and popular list
+        again, which are written only when they change; return the keys queued."""
+        for item_id, doc in self.catalog.items():
+            self.put(Put(self.settings.key("item", item_id), json.dumps(doc).encode()))
+        self._popular_written = False
+        return len(self.catalog) + self.refresh_popular()
 
     def drain_item_updates(self) -> dict[int, bytes]:
         """The item deltas since the last call as one message per owning partition."""

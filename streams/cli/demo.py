@@ -34,7 +34,7 @@ from infra import devstack
 from models.artefact import save
 from models.datasets import BUNDLED_MOVIELENS, Dataset, load_movielens, split_by_time
 from models.events import Event, encode
-from models.recs import RecList
+from models.reclist import RecList
 from models.training import TrainConfig, train
 from streams.cli.render import render_list
 from streams.cli.replay import producer_config, replay

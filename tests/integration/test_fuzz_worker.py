@@ -29,7 +29,7 @@ from confluent_kafka import Consumer, Producer
 
 from models.artefact import save
 from models.events import MIN_TS
-from models.recs import POPULAR_USER
+from models.reclist import POPULAR_USER
 from streams.app import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC
 from streams.settings import Settings
 from streams.topics import create_topics

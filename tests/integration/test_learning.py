@@ -11,7 +11,7 @@ import redis
 
 from infra.devstack import free_port
 from models.events import ItemUpsert
-from models.recs import RecList
+from models.reclist import RecList
 from streams.settings import Settings
 from tests.integration.groups import TITLES
 from tests.support import (

@@ -10,7 +10,7 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from models.recs import RecList
+from models.reclist import RecList
 from models.variants import assign
 from streams.settings import Settings, VariantSettings
 from streams.topics import create_topics

@@ -27,7 +27,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from pydantic import SecretStr
 
 from infra import devstack
-from models.recs import RecList
+from models.reclist import RecList
 from streams.settings import Settings
 from streams.topics import create_topics
 from streams.worker import USER_KEYS

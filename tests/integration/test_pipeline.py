@@ -13,7 +13,7 @@ import redis
 from models.artefact import save
 from models.datasets import Dataset
 from models.events import Event, EventType, ItemUpsert
-from models.recs import RecList
+from models.reclist import RecList
 from models.training import TrainConfig, train
 from streams.app import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC
 from streams.settings import Settings

@@ -24,7 +24,7 @@ import redis
 from redis.crc import key_slot
 
 from infra.devstack import StackError, find_redis_server, free_port, stop_pid, wait_for_port
-from models.recs import POPULAR_USER
+from models.reclist import POPULAR_USER
 from streams.reader import connect, item_titles, read_list
 from streams.redisclient import SyncCluster, sync_client
 from streams.settings import Settings

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from models.recs import RecList
+from models.reclist import RecList
 from streams.app import DLQ_REASON, EddyApp, build_app
 from streams.settings import Settings
 from streams.sink import MemorySink

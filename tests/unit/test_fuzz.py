@@ -56,7 +56,7 @@ from models.events import (
 from models.itemlearn import decode as decode_records
 from models.itemlearn import decode_deltas, learn
 from models.itemlearn import encode as encode_records
-from models.recs import POPULAR_USER
+from models.reclist import POPULAR_USER
 from models.step import Inbound
 from models.training import TrainConfig, train
 from streams.settings import Settings

@@ -13,13 +13,13 @@ from hypothesis import strategies as st
 from models.bandit import EpsilonGreedyRanker, EpsilonSchedule
 from models.profile import UserProfile
 from models.quality import ItemQuality
+from models.reclist import RecItem
 from models.recommender import (
     RankConfig,
     SimpleItemView,
     make_ranker,
     recommend,
 )
-from models.recs import RecItem
 from models.retrieval import ExactRetriever, FaissConfig, FaissRetriever, Retriever
 
 NOW = 1_000_000.0

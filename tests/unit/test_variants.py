@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from models.datasets import Dataset
 from models.events import EventType
-from models.recs import RecList
+from models.reclist import RecList
 from models.step import Inbound
 from models.training import TrainConfig, train
 from models.variants import Variant, assign, bucket

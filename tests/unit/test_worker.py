@@ -19,7 +19,7 @@ import pytest
 
 from models.events import EventType
 from models.itemlearn import learn
-from models.recs import RecList
+from models.reclist import RecList
 from models.step import Inbound, ItemDelta
 from streams.settings import Settings
 from streams.sink import MemorySink, Put
@@ -481,3 +481,19 @@ def test_item_deltas_go_to_their_owners_one_message_per_partition(
     a1 = deltas["a1"][1]
     assert math.exp(a1.mass - T0 * ln2) == pytest.approx(2.0 + 8.0 * 2 ** (2 / DAY))
     assert a1.impressions == 0  # no model: popularity lists, no impressions counted
+
+
+def test_after_redis_restarts_empty_item_documents_and_popular_lists_come_back(
+    world: World,
+) -> None:
+    world.item("a1", "Action")
+    world.item("a2", "Drama")
+    world.event("click", "u1", "a1", T0)
+    world.process()
+    assert world.get("t:item:a1") is not None
+    world.sink.data.clear()  # Redis came back empty
+    assert world.worker.on_store_restart() == 2 + 2  # two documents; global and Action lists
+    assert asyncio.run(world.worker.flush())
+    assert json.loads(world.get("t:item:a2") or b"{}")["categories"] == ["Drama"]
+    assert world.reclist("t:rec:_popular").items[0].item_id == "a1"
+    assert world.get("t:rec:_popular:action") is not None

@@ -1,4 +1,4 @@
-"""Placeholder ranking over category popularity, and the Redis list document."""
+"""Lists without a trained model (``models.fallback``) and list documents (``models.reclist``)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from models.profile import UserProfile
-from models.ranking import (
+from models.fallback import (
     TRENDING_WEIGHT,
     category_reason,
     popular_items,
-    recommend,
+    popular_list,
 )
-from models.recs import POPULAR_USER, RecItem, RecList, category_slug
+from models.profile import UserProfile
+from models.reclist import POPULAR_USER, RecItem, RecList, category_slug
 
 CATEGORY_TOP = {
     "Action": [("a1", 1.0), ("a2", 0.5), ("a3", 0.25)],
@@ -34,7 +34,7 @@ def as_tuples(items: list[RecItem]) -> list[tuple[str, float, str]]:
 
 def test_recommend_hand_built_case() -> None:
     # Action 3/4 of the affinity, Drama 1/4. a1 was seen, d9 was bought.
-    recs = recommend(profile(Action=3.0, Drama=1.0), CATEGORY_TOP, GLOBAL_TOP, k=10)
+    recs = popular_list(profile(Action=3.0, Drama=1.0), CATEGORY_TOP, GLOBAL_TOP, k=10)
     assert TRENDING_WEIGHT == 0.1
     assert as_tuples(recs) == [
         ("a2", 0.375, "popular in Action"),  # max(0.75 * 0.5, 0.25 * 0.6)
@@ -46,7 +46,7 @@ def test_recommend_hand_built_case() -> None:
 
 
 def test_recommend_excludes_recent_and_purchased_everywhere() -> None:
-    recs = recommend(profile(Action=3.0, Drama=1.0), CATEGORY_TOP, GLOBAL_TOP, k=10)
+    recs = popular_list(profile(Action=3.0, Drama=1.0), CATEGORY_TOP, GLOBAL_TOP, k=10)
     ids = {r.item_id for r in recs}
     assert "a1" not in ids  # recent, also in Action and trending
     assert "d9" not in ids  # purchased, top of Drama
@@ -54,7 +54,7 @@ def test_recommend_excludes_recent_and_purchased_everywhere() -> None:
 
 def test_recommend_trending_fills_in_below_category_items() -> None:
     p = UserProfile(user_id="u", affinities={"X": 1.0})
-    recs = recommend(p, {"X": [("x1", 1.0), ("x2", 0.11)]}, [("g1", 1.0), ("x1", 0.5)], k=5)
+    recs = popular_list(p, {"X": [("x1", 1.0), ("x2", 0.11)]}, [("g1", 1.0), ("x1", 0.5)], k=5)
     assert as_tuples(recs) == [
         ("x1", 1.0, "popular in X"),  # a category item keeps its category reason
         ("x2", 0.11, "popular in X"),
@@ -65,7 +65,7 @@ def test_recommend_trending_fills_in_below_category_items() -> None:
 def test_recommend_trending_never_outranks_a_liked_category_item() -> None:
     # Regression: trending used a fixed 0.1, above a category item scoring 0.05.
     p = UserProfile(user_id="u", affinities={"X": 1.0})
-    recs = recommend(p, {"X": [("x1", 1.0), ("x2", 0.05)]}, [("g1", 1.0)], k=5)
+    recs = popular_list(p, {"X": [("x1", 1.0), ("x2", 0.05)]}, [("g1", 1.0)], k=5)
     assert as_tuples(recs) == [
         ("x1", 1.0, "popular in X"),
         ("x2", 0.05, "popular in X"),
@@ -105,7 +105,7 @@ def test_recommend_contract(
     k: int,
 ) -> None:
     p = UserProfile(user_id="u", affinities=affinities, recent=seen[:1], purchased=seen[1:])
-    recs = recommend(p, category_top, global_top, k=k)
+    recs = popular_list(p, category_top, global_top, k=k)
     ids = [r.item_id for r in recs]
     assert len(ids) <= k
     assert len(set(ids)) == len(ids)
@@ -120,13 +120,13 @@ def test_recommend_contract(
 
 def test_recommend_respects_k() -> None:
     p = profile(Action=3.0, Drama=1.0)
-    assert [r.item_id for r in recommend(p, CATEGORY_TOP, GLOBAL_TOP, k=2)] == ["a2", "d1"]
-    assert [r.item_id for r in recommend(p, CATEGORY_TOP, GLOBAL_TOP, k=1)] == ["a2"]
-    assert recommend(p, CATEGORY_TOP, GLOBAL_TOP, k=0) == []
+    assert [r.item_id for r in popular_list(p, CATEGORY_TOP, GLOBAL_TOP, k=2)] == ["a2", "d1"]
+    assert [r.item_id for r in popular_list(p, CATEGORY_TOP, GLOBAL_TOP, k=1)] == ["a2"]
+    assert popular_list(p, CATEGORY_TOP, GLOBAL_TOP, k=0) == []
 
 
 def test_recommend_empty_profile_gets_trending() -> None:
-    recs = recommend(UserProfile(user_id="new"), CATEGORY_TOP, GLOBAL_TOP, k=3)
+    recs = popular_list(UserProfile(user_id="new"), CATEGORY_TOP, GLOBAL_TOP, k=3)
     assert as_tuples(recs) == [
         ("g1", 0.1, "trending"),
         ("a2", 0.09, "trending"),
@@ -135,12 +135,12 @@ def test_recommend_empty_profile_gets_trending() -> None:
 
 
 def test_recommend_nothing_known() -> None:
-    assert recommend(UserProfile(user_id="u"), {}, [], k=5) == []
+    assert popular_list(UserProfile(user_id="u"), {}, [], k=5) == []
 
 
 def test_recommend_uses_only_the_strongest_categories() -> None:
     p = UserProfile(user_id="u", affinities={"Action": 4.0, "Drama": 3.0, "Comedy": 1.0})
-    recs = recommend(p, CATEGORY_TOP, [], k=10, n_categories=2)
+    recs = popular_list(p, CATEGORY_TOP, [], k=10, n_categories=2)
     assert "c1" not in {r.item_id for r in recs}
     assert as_tuples(recs) == [
         ("a1", 0.571429, "popular in Action"),  # 4/7 * 1.0
@@ -149,25 +149,25 @@ def test_recommend_uses_only_the_strongest_categories() -> None:
         ("a2", 0.285714, "popular in Action"),  # max(4/7 * 0.5, 3/7 * 0.6)
         ("a3", 0.142857, "popular in Action"),  # 4/7 * 0.25
     ]
-    with_three = recommend(p, CATEGORY_TOP, [], k=10, n_categories=3)
+    with_three = popular_list(p, CATEGORY_TOP, [], k=10, n_categories=3)
     assert ("c1", 0.125, "popular in Comedy") in as_tuples(with_three)
 
 
 def test_recommend_ignores_zero_affinities_and_missing_categories() -> None:
     p = UserProfile(user_id="u", affinities={"Unknown": 5.0, "Comedy": 0.0})
-    recs = recommend(p, CATEGORY_TOP, [("g1", 1.0)], k=5)
+    recs = popular_list(p, CATEGORY_TOP, [("g1", 1.0)], k=5)
     assert as_tuples(recs) == [("g1", 0.1, "trending")]
 
 
 def test_recommend_ties_are_broken_by_item_id() -> None:
     p = UserProfile(user_id="u", affinities={"X": 1.0})
-    recs = recommend(p, {"X": [("zz", 0.5), ("aa", 0.5), ("mm", 1.0)]}, [], k=3)
+    recs = popular_list(p, {"X": [("zz", 0.5), ("aa", 0.5), ("mm", 1.0)]}, [], k=3)
     assert [r.item_id for r in recs] == ["mm", "aa", "zz"]
 
 
 def test_recommend_scores_are_rounded() -> None:
     p = UserProfile(user_id="u", affinities={"X": 1.0, "Y": 2.0})
-    recs = recommend(p, {"X": [("x", 1.0)]}, [], k=1)
+    recs = popular_list(p, {"X": [("x", 1.0)]}, [], k=1)
     assert recs == [RecItem(item_id="x", score=0.333333, reason="popular in X")]
 
 

@@ -1,4 +1,4 @@
-"""Placeholder ranking: the user's category affinities over time-decayed popularity.
+"""Lists without a trained model: the user's category affinities over time-decayed popularity.
 
 Candidates are the popular items of the user's strongest categories, weighted by the
 user's share of affinity for each category, topped up with globally trending items.
@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from models.popularity import Ranked
 from models.profile import UserProfile
-from models.recs import RecItem
+from models.reclist import RecItem
 
 TRENDING_WEIGHT = 0.1
 """Trending items rank below any item from a category the user likes."""
@@ -26,7 +26,7 @@ def popular_items(ranked: Ranked, k: int, reason: str = "trending") -> list[RecI
     return [RecItem(item_id=i, score=round(s, 6), reason=reason) for i, s in ranked[:k]]
 
 
-def recommend(
+def popular_list(
     profile: UserProfile,
     category_top: Mapping[str, Ranked],
     global_top: Ranked,
