@@ -224,26 +224,61 @@ def bench(
         Path | None, typer.Option("--json", help="Write the results to this JSON file.")
     ] = None,
     events: Annotated[
-        int | None, typer.Option(min=1, help="Events of the throughput run (default 10,000).")
+        int | None, typer.Option(min=1, help="Events of the bulk MovieLens row [10,000].")
+    ] = None,
+    live_events: Annotated[
+        int | None, typer.Option(min=1, help="Events of the live-mix row [20,000].")
+    ] = None,
+    live_users: Annotated[
+        int | None, typer.Option(min=1, help="Users of the live mix, taking turns [20,000].")
+    ] = None,
+    two_worker_events: Annotated[
+        int | None, typer.Option(min=1, help="Events of the two-worker run [10,000].")
+    ] = None,
+    freshness_rate: Annotated[
+        float | None,
+        typer.Option(min=1, help="Events/s of the freshness run (default: half the live rate)."),
+    ] = None,
+    freshness_seconds: Annotated[
+        float | None, typer.Option(min=1, help="Length of the freshness run [15 s].")
+    ] = None,
+    ranking_sizes: Annotated[
+        str | None,
+        typer.Option(help="Synthetic catalogues ranked besides MovieLens [100000,1000000]."),
+    ] = None,
+    ranking_lists: Annotated[
+        str | None, typer.Option(help="Lists per ranking batch, comma-separated [1,50,500].")
     ] = None,
     retrieval_sizes: Annotated[
         str | None,
         typer.Option(help="Retrieval catalogue sizes, comma-separated [10000,100000,1000000]."),
     ] = None,
-    freshness_rate: Annotated[
-        float | None,
-        typer.Option(min=1, help="Events/s of the freshness run (default: 1/10 of throughput)."),
+    broker: Annotated[
+        devstack.Broker | None, typer.Option(help="noida (embedded, default) or kafka (Java).")
     ] = None,
     quick: Annotated[
-        bool, typer.Option("--quick", help="Smoke run: 2,000 events, 10k items, under a minute.")
+        bool, typer.Option("--quick", help="Smoke run: small sizes, about a minute.")
     ] = False,
 ) -> None:
-    """Measure throughput, freshness, Redis reads, retrieval and RSS against the targets."""
+    """Measure the worker against a bare Faust agent, freshness, messages per event,
+    ranking CPU and event-loop stalls against the targets."""
     from streams.cli.bench import main as run_bench
     from streams.cli.bench import make_config
 
     try:
-        config = make_config(quick, events, retrieval_sizes, freshness_rate)
+        config = make_config(
+            quick,
+            events=events,
+            live_events=live_events,
+            live_users=live_users,
+            two_worker_events=two_worker_events,
+            freshness_rate=freshness_rate,
+            freshness_s=freshness_seconds,
+            ranking_sizes=ranking_sizes,
+            ranking_lists=ranking_lists,
+            retrieval_sizes=retrieval_sizes,
+            broker=broker,
+        )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     raise typer.Exit(code=run_bench(console, config, json_path))
