@@ -37,6 +37,7 @@ import contextlib
 import cProfile
 import http.client
 import json
+import math
 import os
 import platform
 import pstats
@@ -62,9 +63,10 @@ from typing import Any, Final, Literal, TypeVar
 
 import numpy as np
 import redis
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from rich.console import Console
 from rich.table import Table
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from infra import devstack, process
 from models.artefact import ModelArtefact, save
@@ -111,15 +113,20 @@ PROBE_INTERVAL_S: Final = 0.02
 STALL_MS: Final = 10.0
 RANK_MAX_BATCHES: Final = 20
 SYNTHETIC_CATEGORIES: Final = 200
+SINGLE_BLAS: Final = "VectorRanker, 1 BLAS thread"
 SYNTHETIC_RECENT: Final = 10
 SYNTHETIC_AFFINITIES: Final = 4
-PERIODIC_WINDOWS: Final = 5
 BARE_TIMEOUT_S: Final = 120.0
+WARM_MS: Final = 200.0
+WARM_IN_A_ROW: Final = 3
+WARM_MAX_EVENTS: Final = 200
+WARM_TIMEOUT_S: Final = 60.0
 _ROOT: Final = Path(__file__).resolve().parents[2]
 _SITE: Final = "site-packages/"
 _HARNESS: Final = ("streams/cli/bench.py", "asyncio/", "_contextvars", "_lsprof")
 """Profile rows of the in-process harness, not of the worker's code."""
 _OVERLAP = re.compile(r"Timer (\S+) is overlapping \(interval=([0-9.e+-]+) runtime=([0-9.e+-]+)\)")
+_BUCKET = re.compile(r'eddy_freshness_seconds_bucket\{le="([^"]+)"\} ([0-9.e+-]+)')
 _LATE = re.compile(r"Timer (\S+) woke up too late, with a drift of \+([0-9.e+-]+)")
 
 Broker = Literal["noida", "kafka"]
@@ -133,7 +140,7 @@ class BenchConfig:
     """Events of the bulk MovieLens row."""
     live_events: int = 20_000
     live_users: int = 20_000
-    two_worker_events: int = 10_000
+    two_worker_events: int = 5_000
     freshness_rate: float | None = None
     """Freshness phase events/s; None: ``FRESHNESS_SHARE`` of the live row's worker rate."""
     freshness_s: float = 15.0
@@ -146,7 +153,8 @@ class BenchConfig:
     """The same for ``ReferenceRanker``, which ranks one list at a time."""
     retrieval_sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)
     redis_samples: int = 20_000
-    profile_events: int = 2_000
+    profile_events: int = 1_000
+    periodic_windows: int = 5
     full_catalog: bool = True
     """Produce the whole catalog; False: only the items the bulk and live rows use."""
     broker: Broker = "noida"
@@ -164,6 +172,7 @@ QUICK: Final = BenchConfig(
     retrieval_sizes=(2_000,),
     redis_samples=2_000,
     profile_events=200,
+    periodic_windows=1,
     full_catalog=False,
 )
 
@@ -314,6 +323,12 @@ def retrieval(sizes: Sequence[int], console: Console) -> list[dict[str, Any]]:
         )
         rows.append(result)
     return rows
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, every thread) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def memory_mb(pid: int) -> dict[str, float]:
@@ -650,7 +665,7 @@ def profile(
 ) -> dict[str, Any]:
     """Where an event's time goes: the worker's code alone, timed and under cProfile."""
     rates = process_in_process(settings, prior, items, events)
-    profiler = cProfile.Profile()
+    profiler = cProfile.Profile(time.process_time)  # CPU time: other load does not count
     process_in_process(settings, prior, items, events, profiler)
     stats = pstats.Stats(profiler).get_stats_profile()
     per_cpu_s = rates["events_per_cpu_s"]
@@ -788,6 +803,8 @@ def ranking(
                     ("VectorRanker", VectorRanker(settings.seed), config.ranking_budget),
                     ("ReferenceRanker", ReferenceRanker(), config.reference_budget),
                 ):
+                    if lists > budget:
+                        continue  # the reference ranks one list at a time: no batch gain
                     row = time_ranker(ranker, requests, view, now_ts, lists, budget)
                     rows.append(
                         {
@@ -797,6 +814,19 @@ def ranking(
                             **row,
                         }
                     )
+                # the same with one BLAS thread: how much of the CPU time is the
+                # second BLAS thread waiting on small matrix products
+                with threadpool_limits(limits=1, user_api="blas"):
+                    ranker = VectorRanker(settings.seed)
+                    row = time_ranker(ranker, requests, view, now_ts, lists, config.ranking_budget)
+                rows.append(
+                    {
+                        "catalogue": "movielens",
+                        "items": len(view.retriever),
+                        "ranker": SINGLE_BLAS,
+                        **row,
+                    }
+                )
     finally:
         loop.close()
     for n in config.ranking_sizes:
@@ -876,7 +906,7 @@ def periodic(
         follower = loaded_worker(settings, prior, items, loop)
         batches = inbound(owner, events, time.time())
         size = settings.batch_max_events
-        windows = 0
+        windows = records_published = 0
         for start in range(0, len(batches), window_events):
             window = batches[start : start + window_events]
             for b in range(0, len(window), size):
@@ -889,6 +919,7 @@ def periodic(
                 records = calls["learn_items: decode_deltas + learn (one message)"].time(
                     partial(_learn_message, owner, body)
                 )
+                records_published += len(records)
                 entries.append(
                     calls["learn_items: encode records (feed entry)"].time(
                         partial(encode_records, records)
@@ -903,10 +934,22 @@ def periodic(
                 lambda: stats_mapping(owner.stats, settings.worker_id, owner.items)
             )
             windows += 1
+        # a long-running worker has learned an online vector for every item it has seen:
+        # the stats digest then hashes all of them, every second
+        assert owner.items is not None
+        for item_id in owner.items.retriever.ids():
+            vector = owner.items.vector(item_id)
+            if vector is not None:
+                owner.items.set_vector(item_id, vector)
+        calls["write_stats: stats_mapping, every item learned online"].time(
+            lambda: stats_mapping(owner.stats, settings.worker_id, owner.items)
+        )
     finally:
         loop.close()
     rows = {name: c.summary() for name, c in calls.items()}
     worst = max((r["cpu_ms_max"] or 0.0 for r in rows.values()), default=0.0)
+    follow = calls["follow_items: decode + apply_records (one entry)"]
+    owned = calls["learn_items: decode_deltas + learn (one message)"]
     return {
         "method": (
             "one Worker processes live-mix events window by window; after each window the "
@@ -915,6 +958,14 @@ def periodic(
         ),
         "window_events": window_events,
         "windows": windows,
+        "item_records_per_window": round(records_published / max(1, windows), 1),
+        "item_records_per_event": round(records_published / max(1, len(batches)), 3),
+        "follow_cpu_us_per_record": round(sum(follow.cpu_ms) * 1000 / records_published, 3)
+        if records_published
+        else None,
+        "learn_cpu_us_per_record": round(sum(owned.cpu_ms) * 1000 / records_published, 3)
+        if records_published
+        else None,
         "calls": rows,
         "longest_cpu_ms": round(worst, 3),
     }
@@ -1240,7 +1291,9 @@ def bare_agent(
         return got if got.get("events", 0) >= expected else None
 
     with run.bare(bare, proc) as settled_at:
+        cpu = cpu_seconds(proc.pid)
         got = poll_process(proc, "reading events (bare Faust agent)", read, BARE_TIMEOUT_S)
+        cpu = cpu_seconds(proc.pid) - cpu
     seconds = got["last_event_at"] - got["first_event_at"]
     alone = got["first_event_at"] >= settled_at
     if not alone:
@@ -1250,68 +1303,112 @@ def bare_agent(
         "seconds": round(seconds, 4),
         "events_per_s": round(got["events"] / seconds, 1),
         "bytes_per_event": round(got["bytes"] / got["events"], 1),
+        "cpu_ms_per_event": round(cpu * 1000 / got["events"], 4),
         "started_after_earlier_processes_exited": alone,
     }
 
 
-def worker_rate(worker: Mapping[str, float]) -> tuple[float, float]:
-    """(events/s, seconds) from the worker's first to its newest event stamp."""
-    seconds = worker["last_event_at"] - worker["first_event_at"]
-    return worker["events_total"] / seconds, seconds
+def warm_up(
+    run: _Run, settings: Settings, proc: subprocess.Popen[bytes], settle_s: float = 0.0
+) -> dict[str, Any]:
+    """Send single live-mix events (new users) one at a time, each timed from produce to
+    its list in Redis, until ``WARM_IN_A_ROW`` in a row take under ``WARM_MS``: a freshly
+    started worker still reads back its catalog table's changelog (one record at a time)
+    and pays first-call costs, which a long-running worker has behind it."""
+    client = connect(settings)
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 0})
+    tag = f"warm-{settings.worker_id}"
+    started, fast, n, last = time.monotonic(), 0, 0, 0.0
+    events = live_mix(run.dataset, WARM_MAX_EVENTS, WARM_MAX_EVENTS, tag, time.time())
+    with run.console.status(f"warming {settings.worker_id} up…"):
+        for event in events:
+            n += 1
+            key = settings.key("rec", event.user_id)
+            t0 = time.monotonic()
+            producer.produce(settings.topic_events, key=event.user_id.encode(), value=encode(event))
+            producer.flush(10)
+            while client.get(key) is None:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{settings.worker_id} exited while warming up")
+                if time.monotonic() - t0 > WARM_TIMEOUT_S:
+                    raise RuntimeError(f"{settings.worker_id} wrote no list in {WARM_TIMEOUT_S}s")
+                time.sleep(0.002)
+            last = (time.monotonic() - t0) * 1000
+            fast = fast + 1 if last < WARM_MS else 0
+            if fast >= WARM_IN_A_ROW:
+                break
+    time.sleep(settle_s)
+    return {"events": n, "seconds": round(time.monotonic() - started, 2), "last_ms": round(last, 1)}
 
 
 def throughput_row(run: _Run, mix: str, events: list[Event], description: str) -> dict[str, Any]:
-    """One worker (catalog loaded) works through a burst of ``events``; then the bare
-    Faust agent and the plain consumer read the same events from offset 0."""
+    """One warm worker works through a burst of ``events``; then the bare Faust agent and
+    the plain consumer read its events topic from offset 0 (the warm-up events and the
+    burst). The worker's rate is the burst over (first produce -> its newest event
+    stamp); its counters, CPU time and the topics' messages are counted over the burst."""
     settings = run.settings(mix)
     create_topics(settings)
     client = connect(settings)
-    load_start = load_average()
     bare_config = bare_settings(run, settings)
     with run.worker(settings) as proc:
+        # its item-updates and impressions out, its stats written, before counting
+        warm = warm_up(run, settings, proc, settings.item_window_ms / 1000 + STATS_INTERVAL_S)
+        before, counts_before = stats(client, settings), topic_counts(settings)
+        mark = len(feed_entries(client, settings))
+        load_start = load_average()
+        cpu, started = cpu_seconds(proc.pid), time.time()
         sent = run.produce(settings, events)
-        wait_processed(client, settings, len(events), proc, run.console)
+        total = round(before.get("events_total", 0.0)) + len(events)
+        wait_processed(client, settings, total, proc, run.console)
+        cpu = cpu_seconds(proc.pid) - cpu
         # the bare agent imports while the worker sends its last window; it reads only
         # once the worker has gone (``bare_agent`` checks)
         bare_proc = run.spawn_bare(bare_config)
         try:
             time.sleep(settings.item_window_ms / 1000 + STATS_INTERVAL_S)  # the last window
-            (worker,) = wait_learned(client, [(settings, proc)])
+            (after,) = wait_learned(client, [(settings, proc)])
             memory = memory_mb(proc.pid)
-            messages = kafka_messages(settings, len(events))
-            feed = feed_entries(client, settings)
+            counts = topic_counts(settings)
+            feed = feed_entries(client, settings)[mark:]
         except BaseException:
             run.stop_later(bare_proc)
             raise
-    bare = bare_agent(run, bare_config, bare_proc, len(events))
+    bare = bare_agent(run, bare_config, bare_proc, total)
     with run.console.status("plain confluent-kafka consumer from offset 0…"):
-        raw = raw_consume(settings.kafka_bootstrap, settings.topic_events, len(events))
-    rate, seconds = worker_rate(worker)
+        raw = raw_consume(settings.kafka_bootstrap, settings.topic_events, total)
+    seconds = after["last_event_at"] - started
+    rate = len(events) / seconds
+    burst = _diff(after, before)
+    lists = after["lists_published"] - before.get("lists_published", 0.0)
+    messages = messages_between(settings, counts_before, counts, len(events))
+    cpu_ms = cpu * 1000 / len(events)
     row = {
         "mix": mix,
         "description": description,
         **mix_shape(events),
+        "warm_up": warm,
         "load_average_start": load_start,
         "load_average_end": load_average(),
         "produce_events_per_s": round(sent.events_per_s, 1),
         "worker": {
             "events_per_s": round(rate, 1),
             "seconds": round(seconds, 3),
-            "events_total": worker["events_total"],
-            "lists_published": worker["lists_published"],
-            "lists_per_event": round(worker["lists_published"] / len(events), 4),
-            "item_updates_sent": worker["item_updates_sent"],
-            "item_updates_done": worker["item_updates_done"],
-            "dead_letters": worker["dead_letters"],
-            "duplicates": worker["duplicates"],
+            "cpu_ms_per_event": round(cpu_ms, 4),
+            "events_total": burst["events_total"],
+            "lists_published": lists,
+            "lists_per_event": round(lists / len(events), 4),
+            "item_updates_done": burst["item_updates_done"],
+            "dead_letters": burst["dead_letters"],
+            "duplicates": burst["duplicates"],
             "memory": memory,
         },
         "faust": bare,
         "raw_consume": raw,
         "worker_over_faust": round(rate / bare["events_per_s"], 4),
         "worker_over_raw": round(rate / raw["events_per_s"], 6),
+        "worker_over_faust_cpu": round(bare["cpu_ms_per_event"] / cpu_ms, 4),
         "kafka_messages": messages,
-        "consumed": consumed(worker, settings.worker_id, feed),
+        "consumed": consumed(burst, settings.worker_id, feed),
     }
     run.console.print(
         f"{mix}: worker {rate:,.0f} events/s, bare Faust agent {bare['events_per_s']:,.0f} "
@@ -1319,6 +1416,25 @@ def throughput_row(run: _Run, mix: str, events: list[Event], description: str) -
         f"messages per event; load average {load_start[0]:.1f}"
     )
     return row
+
+
+def messages_between(
+    settings: Settings, before: Mapping[str, int], after: Mapping[str, int], events: int
+) -> dict[str, Any]:
+    """Messages written to every topic of a phase between two counts, per event; the
+    catalog topics (upserts loaded before any event) apart."""
+    catalog_topics = {settings.topic_items, f"{settings.app_id}-catalog-changelog"}
+    per_topic = {t: n - before.get(t, 0) for t, n in after.items()}
+    for_events = sum(n for t, n in per_topic.items() if t not in catalog_topics)
+    every = sum(per_topic.values())
+    return {
+        "per_topic": per_topic,
+        "total_for_events": for_events,
+        "per_event": round(for_events / events, 4),
+        "total_all_topics": every,
+        "per_event_all_topics": round(every / events, 4),
+        "catalog_topics": sorted(catalog_topics),
+    }
 
 
 def wait_owned(client: redis.Redis, workers: Sequence[Running]) -> list[int]:
@@ -1392,9 +1508,7 @@ def two_workers(
         after = wait_learned(client, running)
         counts = topic_counts(a)
         feed = feed_entries(client, a)[mark:]
-    catalog_topics = {a.topic_items, f"{a.app_id}-catalog-changelog"}
-    per_topic = {t: n - counts_before.get(t, 0) for t, n in counts.items()}
-    for_events = sum(n for t, n in per_topic.items() if t not in catalog_topics)
+    messages = messages_between(a, counts_before, counts, len(events))
     baseline = one["consumed"]["per_event"]
     rows: list[dict[str, Any]] = []
     for (settings, _), now, then, partitions in zip(running, after, before, owned, strict=True):
@@ -1422,11 +1536,7 @@ def two_workers(
         "one_worker_consumed_per_event": baseline,
         "max_ratio_to_one_worker": max(r["ratio_to_one_worker"] for r in rows),
         "events_per_s_together": round(total_rate, 1),
-        "kafka_messages": {
-            "per_topic": per_topic,
-            "total_for_events": for_events,
-            "per_event": round(for_events / len(events), 4),
-        },
+        "kafka_messages": messages,
     }
     run.console.print(
         "two workers: consumed messages per event "
@@ -1443,46 +1553,94 @@ def freshness_rate(config: BenchConfig, live_rate: float) -> float:
     return float(max(MIN_FRESHNESS_RATE, round(FRESHNESS_SHARE * live_rate)))
 
 
+def freshness_buckets(port: int) -> dict[float, float]:
+    """The worker's freshness histogram from its ``/metrics``: upper bound (s) -> lists
+    written within it, cumulative (``inf`` holds the count)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    out = {}
+    for m in _BUCKET.finditer(text):
+        out[float(m.group(1))] = float(m.group(2))
+    if not out:
+        raise RuntimeError("the worker's /metrics has no freshness histogram")
+    return out
+
+
+def histogram_quantile(buckets: Mapping[float, float], q: float) -> float:
+    """The ``q`` quantile (s) of a cumulative histogram, linear within its bucket (as
+    Prometheus's ``histogram_quantile``); the last finite bound if it falls past it."""
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]]
+    if total <= 0:
+        return 0.0
+    rank, lower, below = q * total, 0.0, 0.0
+    for bound in bounds:
+        count = buckets[bound]
+        if count >= rank:
+            if math.isinf(bound):
+                return lower
+            width = count - below
+            return lower + (bound - lower) * ((rank - below) / width if width else 1.0)
+        lower, below = bound, count
+    return lower
+
+
 def freshness_run(run: _Run, worker: Running, rate: float) -> dict[str, Any]:
-    """A fresh worker gets a live-mix stream at ``rate``; freshness from its stats hash
-    (only this run's samples), every touched user's list checked, its loop probed."""
+    """A warm worker gets a live-mix stream at ``rate``: freshness of this run's lists
+    from the difference of its freshness histogram (``/metrics``) before and after, every
+    touched user's list checked in Redis, its event loop probed."""
     settings, proc = worker
     count = max(1, round(rate * run.config.freshness_s))
     events = live_mix(run.dataset, count, run.config.live_users, "fresh", time.time())
     client = connect(settings)
+    warm = warm_up(run, settings, proc)
+    before = freshness_buckets(settings.web_port)
+    total = round(stats(client, settings).get("events_total", 0.0)) + count
     load_start = load_average()
     log = run.log(settings)
     offset = log.stat().st_size
     with LoopProbe(settings.web_port) as probe:
         sent = run.produce(settings, events, rate)
         produced_at = time.monotonic()
-        wait_processed(client, settings, count, proc, run.console)
+        wait_processed(client, settings, total, proc, run.console)
         behind_s = time.monotonic() - produced_at
-    time.sleep(STATS_INTERVAL_S + 0.5)  # the last lists' samples reach the next snapshot
+    time.sleep(STATS_INTERVAL_S + 0.5)  # the last lists' freshness is recorded
+    after = freshness_buckets(settings.web_port)
     stats_now = stats(client, settings)
     memory = memory_mb(proc.pid)
     timers = timer_warnings(log, offset)
-    if "freshness_ms_p50" not in stats_now:
-        raise RuntimeError("the freshness worker recorded no freshness samples")
+    run_buckets = {b: after[b] - before.get(b, 0.0) for b in after}
+    lists = run_buckets[math.inf]
+    if lists <= 0:
+        raise RuntimeError("the freshness worker wrote no lists")
+    p50 = histogram_quantile(run_buckets, 0.5) * 1000
+    p99 = histogram_quantile(run_buckets, 0.99) * 1000
     refreshed = lists_refreshed(client, settings, events)
     loop = probe.summary()
     run.console.print(
-        f"freshness at {rate:,.0f} events/s: p50 {stats_now['freshness_ms_p50']:.1f} ms, "
-        f"p99 {stats_now['freshness_ms_p99']:.1f} ms, max {stats_now['freshness_ms_max']:.1f} "
-        f"ms; {refreshed['refreshed']:,} of {refreshed['users']:,} users' lists refreshed; "
-        f"longest /health wait {loop['max_ms']:.1f} ms"
+        f"freshness at {rate:,.0f} events/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms "
+        f"({run_buckets[0.05] / lists:.1%} within 50 ms, {run_buckets[0.25] / lists:.1%} "
+        f"within 250 ms); {refreshed['refreshed']:,} of {refreshed['users']:,} users' lists "
+        f"refreshed; longest /health wait {loop['max_ms']:.1f} ms"
     )
     return {
         **mix_shape(events),
         "rate_events_per_s": rate,
         "produced_events_per_s": round(sent.events_per_s, 1),
+        "warm_up": warm,
         "load_average_start": load_start,
         "load_average_end": load_average(),
-        "p50_ms": stats_now["freshness_ms_p50"],
-        "p99_ms": stats_now["freshness_ms_p99"],
-        "max_ms": stats_now["freshness_ms_max"],
-        "samples": stats_now["freshness_samples"],
-        "lists_published": stats_now["lists_published"],
+        "p50_ms": round(p50, 3),
+        "p99_ms": round(p99, 3),
+        "within_50ms": round(run_buckets[0.05] / lists, 4),
+        "within_250ms": round(run_buckets[0.25] / lists, 4),
+        "lists_timed": lists,
+        "histogram": {("+Inf" if math.isinf(b) else str(b)): n for b, n in run_buckets.items()},
+        "max_ms_since_start": stats_now["freshness_ms_max"],
         "refreshed": refreshed,
         "done_after_last_produce_s": round(behind_s, 2),
         "loop_probe": loop,
@@ -1517,7 +1675,7 @@ def cpu_time_work(run: _Run, live_rate: float, out: dict[str, Any]) -> None:
     assert run.artefact is not None
     config, base = run.config, run.base
     window = max(1, round(live_rate * base.item_window_ms / 1000))
-    windows = PERIODIC_WINDOWS if config.profile_events >= 1000 else 2
+    windows = config.periodic_windows
     with timed_phase(run.phases, "periodic"), run.console.status("periodic work, in process…"):
         events = live_mix(run.dataset, window * windows, config.live_users, "periodic", time.time())
         out["periodic"] = periodic(base, run.artefact, run.items, events, window)
@@ -1680,6 +1838,9 @@ def throughput_table(result: dict[str, Any]) -> Table:
         ("worker events/s", lambda r: _number(r["worker"]["events_per_s"])),
         ("bare Faust agent events/s", lambda r: _number(r["faust"]["events_per_s"])),
         ("worker / bare Faust agent", lambda r: f"{r['worker_over_faust']:.3g}"),
+        ("CPU ms per event: worker", lambda r: f"{r['worker']['cpu_ms_per_event']:.3f}"),
+        ("CPU ms per event: bare Faust agent", lambda r: f"{r['faust']['cpu_ms_per_event']:.3f}"),
+        ("bare agent CPU / worker CPU, per event", lambda r: f"{r['worker_over_faust_cpu']:.3g}"),
         (
             "plain confluent-kafka consumer events/s",
             lambda r: _number(r["raw_consume"]["events_per_s"]),
@@ -1715,16 +1876,12 @@ def two_workers_table(result: dict[str, Any]) -> Table:
     table = Table(
         title=f"Two workers on one live-mix stream (load avg {_load(two)})", title_justify="left"
     )
-    for col in (
-        "worker",
-        "partitions",
-        "events",
-        "item updates",
-        "feed entries",
-        "consumed / event",
-        "vs one worker",
-    ):
-        table.add_column(col, justify="left" if col == "worker" else "right")
+    for col in ("worker", "parts", "events", "updates", "feed", "consumed / event", "vs one"):
+        table.add_column(col, justify="left" if col == "worker" else "right", no_wrap=True)
+    table.caption = (
+        "consumed = events + item-updates + Redis item-feed entries read; "
+        f"one worker (live row): {two['one_worker_consumed_per_event']:.4f} per event"
+    )
     for r in two["workers"]:
         c = r["consumed"]
         table.add_row(

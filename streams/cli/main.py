@@ -233,7 +233,7 @@ def bench(
         int | None, typer.Option(min=1, help="Users of the live mix, taking turns [20,000].")
     ] = None,
     two_worker_events: Annotated[
-        int | None, typer.Option(min=1, help="Events of the two-worker run [10,000].")
+        int | None, typer.Option(min=1, help="Events of the two-worker run [5,000].")
     ] = None,
     freshness_rate: Annotated[
         float | None,
