@@ -453,7 +453,7 @@ class WorkerStep:
     def categories(self, item_id: str) -> list[str]:
         doc = self.catalog.get(item_id)
         if doc is not None:
-            return list(doc["categories"])
+            return list(doc.get("categories", ()))
         if self.prior is not None:
             return list(self.prior.item_categories.get(item_id, ()))
         return []

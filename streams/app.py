@@ -168,7 +168,7 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
     redis_client = async_client(s, socket_timeout=5)
     feed = ItemFeed(s, redis_client)
     lock = asyncio.Lock()
-    buffer: list[Inbound] = []
+    buffer: list[tuple[faust.types.Message, Inbound]] = []
     rejects: list[tuple[faust.types.Message, Rejected]] = []
     buffer_since = [0.0]
     read_offsets: dict[int, int] = {}
@@ -209,10 +209,30 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
             for msg, rejected in dead:
                 await dead_letter(msg, rejected)
             if batch:
-                await worker.load_until_loaded(batch)
-                await worker.process(batch)
+                await worker.load_until_loaded([i for _, i in batch])
+                try:
+                    await worker.process([i for _, i in batch])
+                except Exception:  # a bug must not stop the worker for everyone
+                    log.exception("a batch of %d events failed; retrying one by one", len(batch))
+                    await one_by_one(batch)
             elif worker.pending:
                 await worker.flush()
+
+    async def one_by_one(batch: list[tuple[faust.types.Message, Inbound]]) -> None:
+        """Process a failed batch event by event; dead-letter the events that fail.
+
+        The step may have applied part of the batch in memory: memory is dropped and each
+        user is read again from Redis, where nothing of the batch was written."""
+        worker.forget_partitions()
+        for msg, inbound in batch:
+            try:
+                await worker.load_until_loaded([inbound])
+                await worker.process([inbound])
+            except Exception as exc:
+                worker.forget_partitions()
+                worker.stats.dead_letters += 1
+                worker.mark_skipped(msg.partition, msg.offset)
+                await dead_letter(msg, Rejected(f"processing failed: {exc!r:.300}"))
 
     @app.agent(events_topic, name="eddy.process_events")
     async def process_events(stream: faust.StreamT[Any]) -> None:
@@ -227,7 +247,7 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
             else:
                 if not buffer:
                     buffer_since[0] = time.monotonic()
-                buffer.append(decoded)
+                buffer.append((msg, decoded))
             if len(buffer) + len(rejects) >= s.batch_max_events:
                 await process_buffer()
 
@@ -239,7 +259,6 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
             async with lock:
                 await worker.flush()
 
-    @app.timer(s.item_window_ms / 1000, name="eddy.send_items")
     async def send_items() -> None:
         """Once per window: item deltas to their owners, the impressions log."""
         for partition, body in worker.drain_item_updates().items():
@@ -253,6 +272,10 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
                 key=pending[0]["user_id"].encode(),
                 value=json.dumps({"lists": pending}, separators=(",", ":")).encode(),
             )
+
+    # Faust's timer decorator returns a wrapper that does nothing once the app stops, so
+    # the timers call plain functions and the shutdown calls those directly.
+    app.timer(s.item_window_ms / 1000, name="eddy.send_items")(send_items)
 
     @app.timer(COMMIT_INTERVAL_S, name="eddy.commit")
     async def commit() -> None:
@@ -280,8 +303,8 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
             if rejected is not None:
                 await dead_letter(msg, rejected)
             else:
-                item_id = msg.key.decode() if msg.key else json.loads(msg.value)["item_id"]
-                catalog[item_id] = json.loads(msg.value)
+                item_id = json.loads(msg.value)["item_id"]
+                catalog[item_id] = worker.catalog[item_id]  # the validated, complete document
 
     @app.agent(item_updates_topic, name="eddy.learn_items")
     async def learn_items(stream: faust.StreamT[Any]) -> None:
@@ -345,7 +368,6 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
         worker.stats.consumer_lag = {events_topic_name: lags}
         return len(owned)
 
-    @app.timer(STATS_INTERVAL_S, name="eddy.stats")
     async def write_stats() -> None:
         key = s.key("stats", s.worker_id)
         owned = measure_lag()
@@ -363,6 +385,7 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
         except aioredis.RedisError as exc:
             log.warning("could not write stats: %s", exc)
 
+    app.timer(STATS_INTERVAL_S, name="eddy.stats")(write_stats)
     register_metrics(worker.stats, s.worker_id)
 
     @app.page("/metrics")

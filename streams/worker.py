@@ -329,7 +329,7 @@ class Worker:
         except DecodeError as exc:
             log.warning("skipping a catalog entry: %s", exc.reason)
             return
-        self.step.upsert_item(item, doc)
+        self.step.upsert_item(item)
 
     def on_store_restart(self) -> int:
         """Redis restarted (maybe empty): queue every item document and popular list

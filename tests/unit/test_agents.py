@@ -63,3 +63,35 @@ def test_events_agent_updates_profile_and_publishes(
     assert raw is not None
     assert RecList.model_validate_json(raw).event_ts == now + 1
     assert json.loads(asyncio.run(sink.get("u:item:i1")) or b"{}")["title"] == "Up"
+
+
+def test_a_batch_that_fails_is_retried_event_by_event_and_only_the_culprit_is_dead(
+    eddy: tuple[EddyApp, MemorySink, list[dict[str, Any]]],
+) -> None:
+    app, sink, sent = eddy
+    now = time.time()
+    step = app.worker.step
+    real_run = step.run
+
+    def run(batch: Any, *args: Any, **kwargs: Any) -> Any:  # a bug that only u2 triggers
+        if any(i.message.user_id == "u2" for i in batch):
+            raise RuntimeError("boom for u2")
+        return real_run(batch, *args, **kwargs)
+
+    step.run = run  # type: ignore[method-assign]
+
+    async def go() -> None:
+        async with app.events_agent.test_context() as agent:
+            for user in ("u1", "u2", "u3"):
+                await agent.put(click(user, "i1", now), key=user.encode())
+        await app.drain()
+
+    asyncio.run(go())
+    assert asyncio.run(sink.get("u:rec:u1")) is not None
+    assert asyncio.run(sink.get("u:rec:u3")) is not None
+    assert asyncio.run(sink.get("u:rec:u2")) is None
+    assert len(sent) == 1
+    headers = dict(sent[0]["headers"])
+    assert headers[DLQ_REASON].startswith(b"processing failed: RuntimeError('boom for u2')")
+    assert sent[0]["key"] == b"u2"
+    assert app.worker.stats.dead_letters == 1

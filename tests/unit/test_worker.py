@@ -497,3 +497,11 @@ def test_after_redis_restarts_empty_item_documents_and_popular_lists_come_back(
     assert json.loads(world.get("t:item:a2") or b"{}")["categories"] == ["Drama"]
     assert world.reclist("t:rec:_popular").items[0].item_id == "a1"
     assert world.get("t:rec:_popular:action") is not None
+
+
+def test_a_catalog_document_without_optional_fields_is_completed(world: World) -> None:
+    world.worker.on_catalog({"item_id": "a9"})  # what a producer may write: defaults left out
+    assert world.worker.catalog["a9"]["categories"] == []
+    world.event("click", "u1", "a9", T0)
+    world.process()
+    assert world.profile("u1") is not None
