@@ -88,6 +88,7 @@ from streams.app import STATS_INTERVAL_S
 from streams.cli.bare import stats_key as bare_stats_key
 from streams.cli.demo import stats, wait_processed
 from streams.cli.replay import ReplayStats, replay
+from streams.itemfeed import Window
 from streams.reader import connect
 from streams.settings import Settings, load_settings
 from streams.sink import MemorySink
@@ -914,24 +915,25 @@ def periodic(
             bodies = calls["send_items: drain_item_updates"].time(owner.drain_item_updates)
             pending, owner.impressions = owner.impressions, []
             calls["send_items: impressions JSON"].time(partial(_impressions_body, pending))
-            entries = []
-            for body in bodies.values():
+            learned = Window()
+            for n, body in enumerate(bodies.values()):
                 records = calls["learn_items: decode_deltas + learn (one message)"].time(
                     partial(_learn_message, owner, body)
                 )
-                records_published += len(records)
-                entries.append(
-                    calls["learn_items: encode records (feed entry)"].time(
-                        partial(encode_records, records)
-                    )
+                learned.add(records, n, 0)
+            records_published += len(learned.records)
+            entries = [
+                calls["send_items: encode the window's records (one feed entry)"].time(
+                    partial(encode_records, list(learned.records.values()))
                 )
+            ]
             for blob in entries:
                 calls["follow_items: decode + apply_records (one entry)"].time(
                     partial(_follow_entry, follower, blob)
                 )
             calls["refresh_popular (after applying records)"].time(follower.refresh_popular)
             calls["write_stats: stats_mapping"].time(
-                lambda: stats_mapping(owner.stats, settings.worker_id, owner.items)
+                lambda: stats_mapping(owner.stats, settings.worker_id, (0, "digest"))
             )
             windows += 1
         # a long-running worker has learned an online vector for every item it has seen:
@@ -941,9 +943,7 @@ def periodic(
             vector = owner.items.vector(item_id)
             if vector is not None:
                 owner.items.set_vector(item_id, vector)
-        calls["write_stats: stats_mapping, every item learned online"].time(
-            lambda: stats_mapping(owner.stats, settings.worker_id, owner.items)
-        )
+        calls["item digest, every item learned online (step thread, every 5 s)"].time(owner.digest)
     finally:
         loop.close()
     rows = {name: c.summary() for name, c in calls.items()}
