@@ -594,6 +594,7 @@ def process_in_process(
     items: Sequence[ItemUpsert],
     events: Sequence[Event],
     profiler: cProfile.Profile | None = None,
+    step_profiler: cProfile.Profile | None = None,
 ) -> dict[str, float]:
     """Run ``events`` through a fresh ``Worker`` (``MemorySink``) in micro-batches as the
     agent forms them, the owner's item learning applied per batch; events per CPU second
@@ -603,6 +604,10 @@ def process_in_process(
         worker = loaded_worker(settings, prior, items, loop)
         batches = inbound(worker, events, time.time() - BACKLOG_AGE_S)
         size = settings.batch_max_events
+        # the step runs on the worker's step thread: ``step_profiler`` profiles it there
+        # (cProfile profiles the thread that enables it)
+        if step_profiler is not None:
+            loop.run_until_complete(worker.call(step_profiler.enable))
         cpu, wall = time.process_time(), time.perf_counter()
         with profiler or contextlib.nullcontext():
             for start in range(0, len(batches), size):
@@ -613,6 +618,9 @@ def process_in_process(
                 worker.impressions = []
                 worker.refresh_popular()
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        if step_profiler is not None:
+            loop.run_until_complete(worker.call(step_profiler.disable))
+        worker.close()
         return {"events_per_cpu_s": len(events) / cpu, "events_per_wall_s": len(events) / wall}
     finally:
         loop.close()
@@ -666,15 +674,17 @@ def profile(
 ) -> dict[str, Any]:
     """Where an event's time goes: the worker's code alone, timed and under cProfile."""
     rates = process_in_process(settings, prior, items, events)
-    profiler = cProfile.Profile(time.process_time)  # CPU time: other load does not count
-    process_in_process(settings, prior, items, events, profiler)
-    stats = pstats.Stats(profiler).get_stats_profile()
+    profiler = cProfile.Profile(time.thread_time)  # CPU time: other load does not count
+    on_step = cProfile.Profile(time.thread_time)
+    process_in_process(settings, prior, items, events, profiler, on_step)
+    stats = pstats.Stats(profiler).add(on_step).get_stats_profile()
     per_cpu_s = rates["events_per_cpu_s"]
     return {
         "method": (
             "live-mix events through one Worker in-process (MemorySink, micro-batches of "
             "EDDY_BATCH_MAX_EVENTS, the owner's item learning per batch), once timed "
-            "(CPU and wall) and once under cProfile"
+            "(CPU and wall) and once under cProfile with a per-thread CPU clock, on the "
+            "event-loop thread and on the step thread, merged"
         ),
         "events": len(events),
         "in_process_events_per_cpu_s": round(per_cpu_s, 1),
