@@ -128,8 +128,11 @@ class EventPipeline:
         while True:
             await self._write.wait()
             self._write.clear()
-            while self.worker.pending:
-                if not await self.worker.flush():
+            while True:
+                if await self.worker.flush():
+                    if not self.worker.pending:
+                        break
+                else:
                     await asyncio.sleep(max(0.01, self.worker.retry_in))
 
     # --- batches ------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import cProfile
+import gc
 import http.client
 import json
 import math
@@ -114,7 +115,9 @@ PROBE_INTERVAL_S: Final = 0.02
 STALL_MS: Final = 10.0
 RANK_MAX_BATCHES: Final = 20
 SYNTHETIC_CATEGORIES: Final = 200
-SINGLE_BLAS: Final = "VectorRanker, 1 BLAS thread"
+DEFAULT_THREADS: Final = "VectorRanker, default BLAS/OpenMP threads"
+"""The ranker as it ran before the worker's step thread pinned BLAS and OpenMP to one
+thread (the ``VectorRanker`` rows run as the worker does, with one)."""
 SYNTHETIC_RECENT: Final = 10
 SYNTHETIC_AFFINITIES: Final = 4
 BARE_TIMEOUT_S: Final = 120.0
@@ -604,6 +607,8 @@ def process_in_process(
         worker = loaded_worker(settings, prior, items, loop)
         batches = inbound(worker, events, time.time() - BACKLOG_AGE_S)
         size = settings.batch_max_events
+        gc.collect()
+        gc.freeze()  # as the worker freezes its startup objects
         # the step runs on the worker's step thread: ``step_profiler`` profiles it there
         # (cProfile profiles the thread that enables it)
         if step_profiler is not None:
@@ -620,6 +625,7 @@ def process_in_process(
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         if step_profiler is not None:
             loop.run_until_complete(worker.call(step_profiler.disable))
+        gc.unfreeze()
         worker.close()
         return {"events_per_cpu_s": len(events) / cpu, "events_per_wall_s": len(events) / wall}
     finally:
@@ -762,9 +768,13 @@ def time_ranker(
     budget: int,
 ) -> dict[str, Any]:
     """CPU (``time.process_time``, every thread) and wall time of ``rank_batch`` over
-    batches of ``lists`` different users, after one untimed warm-up batch."""
+    batches of ``lists`` different users, after one untimed warm-up batch; what is alive
+    is frozen out of the garbage collector first, as the worker freezes its startup
+    objects (``streams.app.FREEZE_FOR_S``)."""
     batches = max(1, min(RANK_MAX_BATCHES, budget // lists))
     ranker.rank_batch(list(islice(cycle(requests), lists)), items, now_ts)
+    gc.collect()
+    gc.freeze()
     cpu = wall = 0.0
     ring = cycle(requests)
     for _ in range(batches):
@@ -773,6 +783,7 @@ def time_ranker(
         ranker.rank_batch(chunk, items, now_ts)
         cpu += time.process_time() - c0
         wall += time.perf_counter() - w0
+    gc.unfreeze()
     n = batches * lists
     return {
         "lists_per_batch": lists,
@@ -816,7 +827,8 @@ def ranking(
                 ):
                     if lists > budget:
                         continue  # the reference ranks one list at a time: no batch gain
-                    row = time_ranker(ranker, requests, view, now_ts, lists, budget)
+                    with threadpool_limits(limits=1):  # as on the worker's step thread
+                        row = time_ranker(ranker, requests, view, now_ts, lists, budget)
                     rows.append(
                         {
                             "catalogue": "movielens",
@@ -825,16 +837,15 @@ def ranking(
                             **row,
                         }
                     )
-                # the same with one BLAS thread: how much of the CPU time is the
+                # the same with the default threads: how much of the CPU time is a
                 # second BLAS thread waiting on small matrix products
-                with threadpool_limits(limits=1, user_api="blas"):
-                    ranker = VectorRanker(settings.seed)
-                    row = time_ranker(ranker, requests, view, now_ts, lists, config.ranking_budget)
+                ranker = VectorRanker(settings.seed)
+                row = time_ranker(ranker, requests, view, now_ts, lists, config.ranking_budget)
                 rows.append(
                     {
                         "catalogue": "movielens",
                         "items": len(view.retriever),
-                        "ranker": SINGLE_BLAS,
+                        "ranker": DEFAULT_THREADS,
                         **row,
                     }
                 )
@@ -844,14 +855,15 @@ def ranking(
         with console.status(f"ranking: a synthetic catalogue of {n:,} items (building its index)…"):
             world, requests, now_ts = synthetic_world(n, users, cfg, worker.step.config.pool)
             for lists in config.ranking_lists:
-                row = time_ranker(
-                    VectorRanker(settings.seed),
-                    requests,
-                    world,
-                    now_ts,
-                    lists,
-                    config.ranking_budget,
-                )
+                with threadpool_limits(limits=1):  # as on the worker's step thread
+                    row = time_ranker(
+                        VectorRanker(settings.seed),
+                        requests,
+                        world,
+                        now_ts,
+                        lists,
+                        config.ranking_budget,
+                    )
                 rows.append({"catalogue": "synthetic", "items": n, "ranker": "VectorRanker", **row})
             del world, requests
     for row in rows:
