@@ -262,7 +262,8 @@ class Worker:
             return 0
         epoch = self._epoch
         found = await self._read_profiles(users)
-        await self.call(self._insert, found)
+        if any(raw is not None for raw in found.values()):  # new users need no step-thread hop
+            await self.call(self._insert, found)
         if epoch != self._epoch:  # the partitions were revoked meanwhile
             return 0
         for user_id in users:
@@ -304,7 +305,9 @@ class Worker:
             )
         )
         if missing:
-            await self.call(self._insert, await self._read_profiles(missing))
+            found = await self._read_profiles(missing)
+            if any(raw is not None for raw in found.values()):
+                await self.call(self._insert, found)
 
     async def load_until_loaded(self, batch: Sequence[Inbound], max_backoff_s: float = 5.0) -> None:
         """``load``, retried with backoff while the state store cannot answer: a user's
