@@ -83,7 +83,9 @@ def decode_slot(propensity: float, epsilon: float) -> tuple[bool, int]:
     """``(greedy, remaining)`` of a slot logged at rate ``epsilon`` in (0, 0.5].
 
     Inverts ``(1 - epsilon) [greedy] + epsilon / n``: a greedy pick has propensity
-    ``>= 1 - epsilon``, any other at most ``epsilon / 2``."""
+    ``>= 1 - epsilon``, any other at most ``epsilon / 2``. A slot that could not explore
+    (propensity 1) decodes as one remaining candidate, so log such slots with their
+    real counts rather than decoding them."""
     if not 0.0 < epsilon <= 0.5:
         raise ValueError(f"decoding needs a logging epsilon in (0, 0.5], got {epsilon!r}")
     if not 0.0 < propensity <= 1.0:
