@@ -16,7 +16,8 @@ scored event (prequential: the event's item relevant, as ``evaluate_prequential`
 slot's reward is its NDCG@k share, ``rel / log2(s + 2) / IDCG(min(k, |R|))``. Each
 target policy (epsilon of the grid x protected slots) then gets its IPS / SNIPS / DR
 estimate with bootstrap intervals over users from the logged lists alone, next to the
-direct value where one was measured (protected 0), which checks the estimators.
+direct value where one was measured (``direct_protected``, 0 by default), which checks
+the estimators.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ class ExploreConfig:
     """Logged and direct lists per round (holdout: more draws, tighter intervals)."""
     n_boot: int = 500
     seed: int = 0
+    direct_protected: int = 0
+    """Protected slots of the directly measured lists (holdout protocols only: a second
+    model, fitted the same way, ranks them), to check the estimates at that setting."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.logging_epsilon <= 0.5:
@@ -60,7 +64,7 @@ class ExploreConfig:
             raise ValueError(f"draws must be >= 1, got {self.draws}")
         for e in self.epsilons:
             EpsilonPolicy(e)
-        for p in self.protected:
+        for p in (*self.protected, self.direct_protected):
             EpsilonPolicy(0.0, p)
 
 
@@ -85,8 +89,10 @@ class _Rounds:
         relevant: Collection[str],
         exclude: Collection[str],
         online: bool,
+        direct_model: EddyRecommender | None = None,
     ) -> None:
-        """One round: the greedy, logged and direct lists for ``user``."""
+        """One round: the greedy, logged and direct lists for ``user`` (the direct ones
+        from ``direct_model`` if given)."""
         k, cfg = self.k, self.cfg
         idcg = _idcg(len(relevant), k)
         greedy = model.rank(user, k, exclude, epsilon=0.0, record=False)
@@ -96,7 +102,9 @@ class _Rounds:
         for _ in range(cfg.draws):
             direct = {
                 e: ndcg_at_k(
-                    [i.item_id for i in model.rank(user, k, exclude, e, record=False)], relevant, k
+                    [i.item_id for i in (direct_model or model).rank(user, k, exclude, e, False)],
+                    relevant,
+                    k,
                 )
                 if e > 0
                 else base
@@ -150,13 +158,15 @@ class _Rounds:
                 greedy = EpsilonPolicy(0.0)
                 cost = as_row(estimate(log, target, n_boot, seed=seed, baseline=greedy))
                 row |= {f"price_{name}": v for name, v in cost.items()}
-                truth = direct.get(str(e), {}) if p == 0 else {}
+                measured = p == cfg.direct_protected or e == 0
+                truth = direct.get(str(e), {}) if measured else {}
                 row |= {f"direct_{key}": v for key, v in truth.items() if "_" not in key}
                 estimates.append({"epsilon": e, "protected": p, **row})
         return {
             "k": self.k,
             "logging_epsilon": cfg.logging_epsilon,
             "draws": cfg.draws,
+            "direct_protected": cfg.direct_protected,
             "rounds": log.rounds,
             "users": len(set(self.groups)),
             "greedy_ndcg": sum(self.greedy) / len(self.greedy),
@@ -175,15 +185,22 @@ def explore_report(
     prequential: bool,
     skip_new_users: bool = False,
     progress: Progress | None = None,
+    direct_model: EddyRecommender | None = None,
 ) -> dict[str, Any]:
-    """Fit ``model`` on ``train``, play the rounds of ``test`` (module doc), report."""
+    """Fit ``model`` on ``train``, play the rounds of ``test`` (module doc), report;
+    ``direct_model`` (holdout only) ranks the directly measured lists."""
+    if direct_model is not None and prequential:
+        raise ValueError("a separate direct model needs a holdout protocol")
     model.fit(train)
+    if direct_model is not None:
+        direct_model.fit(train)
     rounds = _Rounds(k, cfg)
     seen = items_by_user(train)
     if not prequential:
         relevant = items_by_user(test)
         for n, user in enumerate(sorted(relevant), 1):
-            rounds.play(model, user, relevant[user], seen.get(user, set()), online=False)
+            exclude = seen.get(user, set())
+            rounds.play(model, user, relevant[user], exclude, False, direct_model)
             if progress is not None:
                 progress(n, len(relevant))
         return rounds.report()
@@ -214,6 +231,10 @@ def explore(
     engine = cfg.engine
     rank = replace(engine.rank, protected_slots=0)  # the logging policy explores every slot
     model = EddyRecommender(dataset.items, replace(engine, rank=rank, online=True))
+    direct_model = None
+    if xcfg.direct_protected > 0:
+        rank = replace(rank, protected_slots=xcfg.direct_protected)
+        direct_model = EddyRecommender(dataset.items, replace(engine, rank=rank, online=True))
     return explore_report(
         model,
         train,
@@ -223,4 +244,5 @@ def explore(
         prequential,
         cfg.skip_new_users,
         None if progress is None else (lambda done, total: progress("explore", done, total)),
+        direct_model,
     )

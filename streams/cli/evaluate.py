@@ -119,6 +119,9 @@ def evaluate_command(
     explore_draws: Annotated[
         int, typer.Option(help="Explore: logged and direct lists per round.")
     ] = 1,
+    explore_direct_protected: Annotated[
+        int, typer.Option(help="Explore (holdout): protected slots of the measured lists.")
+    ] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
     user_col: Annotated[str, typer.Option(help="Table: user column.")] = "user_id",
     item_col: Annotated[str, typer.Option(help="Table: item column.")] = "item_id",
@@ -171,6 +174,7 @@ def evaluate_command(
             logging_epsilon=explore_logging_epsilon,
             draws=explore_draws,
             seed=seed,
+            direct_protected=explore_direct_protected,
         )
     except ValueError as exc:
         err.print(f"[bold red]error:[/] {exc}")
@@ -270,7 +274,8 @@ def show_explore(report: dict[str, Any]) -> None:
     """Print the price of exploring: direct NDCG per epsilon, then the estimates."""
     k = report["k"]
     table = Table(
-        title=f"price of exploring, measured: NDCG@{k} per epsilon, protected 0 "
+        title=f"price of exploring, measured: NDCG@{k} per epsilon, protected "
+        f"{report['direct_protected']} "
         f"({report['rounds']:,} rounds, {report['users']:,} users, 95% bootstrap CI)"
     )
     for name in ("epsilon", f"ndcg@{k}", "price (greedy - it)"):

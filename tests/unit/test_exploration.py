@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,21 @@ def test_holdout_report_measures_and_estimates_the_price() -> None:
     # protecting the first slot gives back part of the price of exploring
     assert rows[(0.5, 1)]["dr"] > rows[(0.5, 0)]["dr"]
     assert rows[(0.5, 0)]["price_dr_low"] > 0
+
+
+def test_protected_lists_can_be_measured_directly_too() -> None:
+    cfg = EvalConfig(protocol="holdout-user", ks=(4,), fraction=0.4, engine=ENGINE)
+    xcfg = ExploreConfig(epsilons=(0.0, 0.5), protected=(0, 1), draws=3, direct_protected=1)
+    report = explore(dataset(), cfg, xcfg)
+    rows = {(r["epsilon"], r["protected"]): r for r in report["estimates"]}
+    assert "direct_ndcg" not in rows[(0.5, 0)]
+    row = rows[(0.5, 1)]
+    assert row["dr_low"] - 0.05 <= row["direct_ndcg"] <= row["dr_high"] + 0.05
+    unprotected = explore(dataset(), cfg, replace(xcfg, direct_protected=0))["direct"]
+    assert report["direct"]["0.5"]["price"] < unprotected["0.5"]["price"]
+    prequential = replace(cfg, protocol="prequential")
+    with pytest.raises(ValueError, match="holdout"):
+        explore(dataset(), prequential, xcfg)
 
 
 def test_prequential_report_scores_the_events_evaluate_scores() -> None:
