@@ -36,6 +36,7 @@ from models.metrics import ndcg_at_k
 from models.offpolicy import EpsilonPolicy, LogBuilder, as_row, decode_slot, estimate, mean_interval
 from models.protocols import items_by_user, time_key
 from models.reclist import RecItem
+from models.recommender import DEFAULT_EPSILON
 
 Progress = Callable[[int, int], None]
 
@@ -46,9 +47,10 @@ class ExploreConfig:
 
     epsilons: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2)
     protected: tuple[int, ...] = (0, 1, 2, 3)
-    logging_epsilon: float = 0.2
-    """Exploration of the logged lists: in (0, 0.5], at least every target's epsilon
-    keeps the weights small."""
+    logging_epsilon: float = DEFAULT_EPSILON.epsilon0
+    """Exploration of the logged lists, in (0, 0.5]: the worker's default, so the logs
+    are what the worker would write. A larger one supports larger targets, but its
+    greedy weights grow like ``(1 - epsilon) ** -k``."""
     draws: int = 1
     """Logged and direct lists per round (holdout: more draws, tighter intervals)."""
     n_boot: int = 500

@@ -27,6 +27,7 @@ from models.exploration import ExploreConfig
 from models.exploration import explore as run_explore
 from models.popularity import half_life_seconds
 from models.profile import ProfileConfig
+from models.recommender import DEFAULT_EPSILON
 from models.training import TrainConfig
 
 console = Console()
@@ -115,7 +116,7 @@ def evaluate_command(
     ] = "0,1,2,3",
     explore_logging_epsilon: Annotated[
         float, typer.Option(help="Explore: epsilon of the logged lists, in (0, 0.5].")
-    ] = 0.2,
+    ] = DEFAULT_EPSILON.epsilon0,
     explore_draws: Annotated[
         int, typer.Option(help="Explore: logged and direct lists per round.")
     ] = 1,

@@ -33,7 +33,9 @@ def dataset(n_users: int = 60) -> Dataset:
     return Dataset("groups", ITEMS, events, 0, {})
 
 
-XCFG = ExploreConfig(epsilons=(0.0, 0.2, 0.5), protected=(0, 1), draws=3, n_boot=200)
+XCFG = ExploreConfig(
+    epsilons=(0.0, 0.2, 0.5), protected=(0, 1), logging_epsilon=0.3, draws=3, n_boot=200
+)
 
 
 def test_holdout_report_measures_and_estimates_the_price() -> None:
@@ -62,7 +64,7 @@ def test_holdout_report_measures_and_estimates_the_price() -> None:
 
 def test_protected_lists_can_be_measured_directly_too() -> None:
     cfg = EvalConfig(protocol="holdout-user", ks=(4,), fraction=0.4, engine=ENGINE)
-    xcfg = ExploreConfig(epsilons=(0.0, 0.5), protected=(0, 1), draws=3, direct_protected=1)
+    xcfg = replace(XCFG, epsilons=(0.0, 0.5), direct_protected=1)
     report = explore(dataset(), cfg, xcfg)
     rows = {(r["epsilon"], r["protected"]): r for r in report["estimates"]}
     assert "direct_ndcg" not in rows[(0.5, 0)]
