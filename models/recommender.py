@@ -70,7 +70,7 @@ EXPLORING: Final = "exploring"
 TRENDING: Final = "trending"
 DEFAULT_EPSILON: Final = EpsilonSchedule(0.1)
 """Explore one slot in ten, constant over time."""
-DEFAULT_PROTECTED_SLOTS: Final = 0
+DEFAULT_PROTECTED_SLOTS: Final = 2
 """Slots at the top of a list that never explore (``docs/benchmarks.md``)."""
 
 
