@@ -121,9 +121,10 @@ class RankConfig:
     """Recent history items searched for the nearest one named in a reason."""
 
     def __post_init__(self) -> None:
-        ints: tuple[str, ...] = ("k", "n_candidates", "n_categories", "per_category")
-        ints += ("n_trending", "n_new", "protected_slots")
+        ints = ("k", "n_candidates", "n_categories", "per_category", "n_trending", "n_new")
         problems = [f"{name} >= 0" for name in ints if getattr(self, name) < 0]
+        if self.protected_slots < 0:
+            problems.append("protected_slots >= 0")
         if self.history_for_reasons < 1:
             problems.append("history_for_reasons >= 1")
         weights = ("w_similarity", "w_quality", "w_affinity", "w_popularity", "w_freshness")

@@ -19,6 +19,7 @@ from models.bandit import (
     list_propensity,
     slot_propensity,
 )
+from models.recommender import DEFAULT_PROTECTED_SLOTS, RankConfig
 
 POOL = [
     Candidate("a", 0.9, reason="r-a"),
@@ -257,3 +258,9 @@ def test_protected_slots_still_draw_one_coin_each() -> None:
     assert a.random() == b.random()
     with pytest.raises(ValueError, match="protected"):
         epsilon_greedy_rank(POOL, 3, 0.1, a, protected=-1)
+
+
+def test_rank_config_protects_the_default_slots_and_rejects_negative_ones() -> None:
+    assert RankConfig().protected_slots == DEFAULT_PROTECTED_SLOTS == 2
+    with pytest.raises(ValueError, match="protected_slots >= 0"):
+        RankConfig(protected_slots=-1)
