@@ -39,6 +39,7 @@ from streams.page import register_page
 from streams.pipeline import EventPipeline
 from streams.redisclient import async_client
 from streams.settings import Settings
+from streams.shutdown import BoundedWorker
 from streams.sink import RecSink, RedisSink
 from streams.stats import stats_mapping
 from streams.worker import Rejected, Worker, encode_parts
@@ -463,7 +464,7 @@ def load_prior(settings: Settings) -> ModelArtefact | None:
 def run_worker(settings: Settings) -> None:
     """Run one worker in the foreground until SIGINT/SIGTERM."""
     eddy = build_app(settings)
-    worker = faust.Worker(
+    worker = BoundedWorker(
         eddy.app, loglevel=settings.log_level, logging_config=logging_config(settings)
     )
     worker.execute_from_commandline()

@@ -87,6 +87,7 @@ def step_config(settings: Settings, prior: ModelArtefact | None) -> StepConfig:
             k=s.rec_size,
             diversity=s.diversity,
             epsilon=EpsilonSchedule(s.epsilon, s.epsilon_decay, s.min_epsilon),
+            protected_slots=s.protected_slots,
         ),
         model_version=s.model_version or (prior.version if prior is not None else "popularity-v1"),
         variants=tuple(s.variant_list()),

@@ -23,7 +23,7 @@ from models.reclist import RecList
 from models.step import Inbound, ItemDelta
 from streams.settings import Settings
 from streams.sink import MemorySink, Put
-from streams.worker import Rejected, Worker, item_partition, profile_config
+from streams.worker import Rejected, Worker, item_partition, profile_config, step_config
 
 T0 = 1_700_000_000.0  # in the past: accepted by the real-clock future check
 DAY = 86_400.0
@@ -121,6 +121,14 @@ def test_profile_config_from_settings(settings: Settings) -> None:
     assert cfg.history_size == 5
     assert cfg.max_categories == 32
     assert cfg.event_weights[EventType.PURCHASE] == 8.0
+
+
+def test_step_config_takes_the_ranking_settings(settings: Settings) -> None:
+    tuned = settings.model_copy(update={"protected_slots": 3, "epsilon": 0.2})
+    cfg = step_config(tuned, None)
+    assert cfg.rank.protected_slots == 3
+    assert cfg.rank.epsilon.epsilon0 == 0.2
+    assert cfg.rank.k == 3
 
 
 def test_valid_event_writes_profile_popularity_and_list(world: World) -> None:
