@@ -547,13 +547,19 @@ def test_broker_restart_under_steady_load_loses_nothing(
         time.sleep(0.5)
     stats = worker_stats(r, s)
     committed, high = offsets(s)
+    lag_when_applied = high - committed
+    end_after_s = None
     if got == expected:  # the worker commits every second: the end comes soon after
+        applied_at = time.monotonic()
         committed, high = committed_to_the_end(s, alive_check)
+        end_after_s = round(time.monotonic() - applied_at, 1)
+    # Reported, not asserted (``infra/restart_runs.py`` collects these lines).
     print(
         f"broker restart under load [{own_kafka.kind}]: sent={load.sent} kept={len(in_topic)} "
         f"applied={stats['events_total']} "
         f"duplicates_skipped={stats.get('duplicates')} committed={committed}/{high} "
-        f"rejoins={worker.log.read_bytes().count(RECOVERED) - 1}"
+        f"rejoins={worker.log.read_bytes().count(RECOVERED) - 1} "
+        f"lag_when_applied={lag_when_applied} end_after_s={end_after_s}"
     )
     assert worker.proc.poll() is None, worker.tail()
     assert int(stats["events_total"]) > before, "nothing consumed after the broker came back"
