@@ -11,6 +11,7 @@ from streams.cli.soak import (
     burst_recovery,
     bursts,
     count_mismatches,
+    preload_needed,
     rate_at,
     slope_per_10min,
     verdict,
@@ -116,3 +117,11 @@ def test_a_lag_left_over_a_burst_not_settled_or_a_count_off_fail() -> None:
         v = verdict(run, CFG, load_samples=6, rate=100, counts=bad)
         assert v["counted_once"] is False
         assert v["ok"] is False
+
+
+def test_the_preload_leaves_room_for_the_new_users_the_load_brings_with_a_margin() -> None:
+    cfg = SoakConfig(users=1_000_000, new_user_p=0.5, burst_factor=3)
+    # 100 events/s for 1,000 s plus one 10 s burst at 3x: 102,000 events, 51,000 new
+    # users, 95% of them counted on: 48,450
+    assert preload_needed(cfg, 50_000, 100, 1000, [(300, 310)]) == 1_000_000 - 50_000 - 48_450
+    assert preload_needed(cfg, 990_000, 100, 1000, []) == 0
