@@ -37,13 +37,17 @@ REPORT_LINE = re.compile(
 )
 
 
+PASSED = ("passed", "xpassed")
+
+
 @dataclass
 class Run:
     """One run of the test, as read from its report."""
 
     index: int
     outcome: str
-    """``passed``, ``failed`` or ``error`` (setup or teardown failed)."""
+    """``passed``, ``failed``, ``error`` (setup or teardown failed), or on ``[noida]``
+    (an xfail) ``xpassed`` or ``xfailed``."""
     duration_s: float
     broker: str | None = None
     sent: int | None = None
@@ -84,8 +88,8 @@ def summarise(runs: list[Run]) -> dict[str, Any]:
     ends = [r.end_after_s for r in runs if r.end_after_s is not None]
     return {
         "runs": len(runs),
-        "passed": sum(r.outcome == "passed" for r in runs),
-        "failed": sum(r.outcome != "passed" for r in runs),
+        "passed": sum(r.outcome in PASSED for r in runs),
+        "failed": sum(r.outcome not in PASSED for r in runs),
         "runs_with_loss": sum(bool(r.lost) for r in runs),
         "events_lost": sum(r.lost or 0 for r in runs),
         "events_double_counted": sum(r.double_counted or 0 for r in runs),
@@ -130,7 +134,10 @@ class Repeat:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.out[report.nodeid] = self.out.get(report.nodeid, "") + report.capstdout
-        if report.failed and report.nodeid not in self.failed:
+        if report.when == "call" and hasattr(report, "wasxfail"):  # [noida]: xfail
+            kind = "xfailed" if report.skipped else "xpassed"
+            self.failed[report.nodeid] = (kind, report.longreprtext)
+        elif report.failed and report.nodeid not in self.failed:
             kind = "failed" if report.when == "call" else "error"
             self.failed[report.nodeid] = (kind, report.longreprtext)
 

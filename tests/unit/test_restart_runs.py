@@ -47,3 +47,12 @@ def test_a_run_that_failed_before_its_line_counts_as_failed() -> None:
     assert run.error == "own_kafka: broker did not start"
     assert not ok(summarise([run]))
     assert not ok(summarise([]))
+
+
+def test_an_xfailed_noida_run_is_a_failure_and_an_xpassed_one_a_pass() -> None:
+    xfailed = parse_run(0, "xfailed", 40, line(applied=1001), "EventsLostError")
+    xpassed = parse_run(1, "xpassed", 40, line(), "")
+    total = summarise([xfailed, xpassed])
+    assert (total["passed"], total["failed"], total["events_lost"]) == (1, 1, 1)
+    assert ok(summarise([xpassed]))
+    assert not ok(total)
