@@ -52,7 +52,7 @@ CATEGORY_TOP = {
     "Drama": [("b0", 1.0), ("b1", 0.8), ("b4", 0.5)],
 }
 GREEDY = EpsilonSchedule(0.0)
-CFG = RankConfig(k=50, epsilon=GREEDY)
+CFG = RankConfig(k=50, epsilon=GREEDY, protected_slots=0)
 
 
 def world(retriever: Retriever | None = None, **changes: object) -> SimpleItemView:
