@@ -494,7 +494,7 @@ NOIDA_REJOIN_RACE = pytest.mark.xfail(
     strict=False,  # the race is intermittent: strict would fail the runs that do not hit it
     reason="Faust/aiokafka rebalance race: an event fetched while the worker rejoins after a "
     "noida-db restart can be dropped and its offset committed (old worker: 5 of 47 runs; "
-    "this worker: 0 of 5); docs/reliability.md, Outages",
+    "this worker: 3 of 10 in infra.restart_runs); docs/reliability.md, Outages",
 )
 """On noida-db only: Apache Kafka keeps the group across its restart, so the worker does
 not rejoin and the race has no window (passed 5 of 5 runs there)."""
