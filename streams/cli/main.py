@@ -323,14 +323,47 @@ app.command("forget")(forget_command)
 
 @app.command()
 def soak(
-    minutes: Annotated[float, typer.Option(min=0.1, help="How long the load runs.")] = 10.0,
-    rate: Annotated[float, typer.Option(min=1, help="Events per second.")] = 300.0,
+    minutes: Annotated[float, typer.Option(min=0.1, help="How long the load runs.")] = 30.0,
+    rate: Annotated[
+        float, typer.Option(min=0, help="Events per second; 0: half the measured maximum.")
+    ] = 0.0,
+    users: Annotated[
+        int, typer.Option(min=0, help="Distinct users to reach by the end (some preloaded).")
+    ] = 1_000_000,
+    new_user_p: Annotated[
+        float, typer.Option(min=0, max=1, help="Probability that an event brings a new user.")
+    ] = 0.7,
+    max_rate_events: Annotated[
+        int, typer.Option(min=1000, help="Backlog that measures the maximum rate.")
+    ] = 100_000,
+    burst_every: Annotated[
+        float, typer.Option(min=0, help="Seconds between bursts; 0: no bursts.")
+    ] = 300.0,
+    burst_s: Annotated[float, typer.Option(min=0, help="How long each burst lasts.")] = 20.0,
+    burst_factor: Annotated[float, typer.Option(min=1, help="Burst rate ÷ soak rate.")] = 3.0,
+    broker: Annotated[
+        str, typer.Option(help="noida (noida-db, default) or kafka (Apache Kafka).")
+    ] = "noida",
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
 ) -> None:
-    """Sustained load on the embedded stack: worker RSS and consumer lag over time."""
+    """Sustained load on the embedded stack: worker RSS, lag after bursts, exact counts."""
+    from infra.devstack import BROKERS
     from streams.cli.soak import SoakConfig, run_soak
 
-    raise typer.Exit(code=run_soak(console, SoakConfig(minutes=minutes, rate=rate), json_path))
+    if broker not in BROKERS:
+        raise typer.BadParameter(f"one of {', '.join(BROKERS)}", param_hint="--broker")
+    cfg = SoakConfig(
+        minutes=minutes,
+        rate=rate,
+        users=users,
+        new_user_p=new_user_p,
+        max_rate_events=max_rate_events,
+        burst_every_s=burst_every,
+        burst_s=burst_s,
+        burst_factor=burst_factor,
+        broker="kafka" if broker == "kafka" else "noida",
+    )
+    raise typer.Exit(code=run_soak(console, cfg, json_path))
 
 
 def main() -> None:
