@@ -111,6 +111,12 @@ class Settings(BaseSettings):
         description="TTL of a user's profile (the worker's state) in Redis, renewed by "
         "every event: a user idle this long starts afresh.",
     )
+    profile_cache_size: int = Field(
+        default=200_000,
+        ge=1,
+        description="Profiles a worker keeps in memory (least recently used out); others "
+        "are read from Redis when their user's next event arrives. About 5 KB each.",
+    )
     log_retention_days: float = Field(
         default=14.0,
         gt=0,

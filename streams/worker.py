@@ -55,9 +55,6 @@ T = TypeVar("T")
 USER_KEYS = ("rec", "profile")
 """Redis key kinds that hold one user's data (``Settings.key(kind, user_id)``)."""
 
-MAX_CACHED_USERS = 200_000
-"""Profiles a worker keeps in memory (least recently used are re-read from Redis)."""
-
 MAX_PENDING_IMPRESSIONS = 100_000
 """Impression records kept while the impressions topic cannot be written."""
 
@@ -137,7 +134,7 @@ class Worker:
         self.sink = sink
         self.stats = stats or WorkerStats()
         self.prior = prior
-        self.profiles: MutableMapping[str, UserProfile] = _Cache(MAX_CACHED_USERS)
+        self.profiles: MutableMapping[str, UserProfile] = _Cache(settings.profile_cache_size)
         self.step = WorkerStep(step_config(settings, prior), self.profiles, prior, catalog)
         self.model_version = self.step.config.model_version
         self.items = self.step.items

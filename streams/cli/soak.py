@@ -37,7 +37,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,6 @@ from streams.cli.demo import stats
 from streams.cli.replay import producer_config, replay
 from streams.settings import Settings, load_settings
 from streams.topics import create_topics
-from streams.worker import MAX_CACHED_USERS
 
 MIB = 1024 * 1024
 
@@ -78,7 +77,7 @@ class SoakConfig:
     burst_s: float = 20.0
     burst_factor: float = 3.0
     warmup_fraction: float = 1 / 3
-    warmup_users: int = MAX_CACHED_USERS
+    warmup_users: int = Settings.model_fields["profile_cache_size"].default
     """The warm-up lasts at least ``warmup_fraction`` of the load and until the stream
     has touched ``warmup_users`` distinct users (the worker's profile cache is full);
     the RSS slope is taken after it."""
@@ -425,6 +424,7 @@ def used_memory(client: redis.Redis) -> int:
 def run_soak(console: Console, cfg: SoakConfig, json_path: Path | None) -> int:
     """Run the soak; return the exit code (1 if the verdict is not ok)."""
     base = load_settings()
+    cfg = replace(cfg, warmup_users=base.profile_cache_size)  # the worker's cache is full
     with tempfile.TemporaryDirectory(prefix="eddy-soak-") as tmp:
         root = Path(tmp)
         stack = devstack.start(root / "services", cfg.broker)
