@@ -139,7 +139,11 @@ class Settings(BaseSettings):
 
     # --- Model -----------------------------------------------------------------------
     rec_size: int = Field(default=20, ge=1, le=500, description="Items per recommendation list.")
-    history_size: int = Field(default=50, ge=1, description="Recent items kept per user.")
+    history_size: int = Field(
+        default=500,
+        ge=1,
+        description="Recent items kept per user (the item-item model scores them all).",
+    )
     max_categories: int = Field(default=32, ge=1, description="Category affinities kept per user.")
     half_life_days: float = Field(
         default=30.0, gt=0, description="Half-life of user affinities and item popularity."
