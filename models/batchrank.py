@@ -340,7 +340,7 @@ class VectorRanker:
             n_i = len(pools[i])
             if sig.ii_scale > 0:
                 ii[i, :n_i] = sig.item_item_terms(feats.ii_col[row_lists[i]])
-            if sig.seq_scale > 0:
+            if sig.seq:
                 seq[i, :n_i] = [sig.sequence_term(item_id) for item_id in pools[i]]
         score = (
             cfg.w_item * ii

@@ -24,8 +24,8 @@ Pipeline for one user:
      recency weights with ``history_half_life`` and ``history_boost``) divided by the
      best positive ``s`` of any item not left out, clipped to [-1, 1] (0 without an
      item-item model).
-   * ``seq``: the sequential score ``t(j)`` (``models.transitions``) divided by the best
-     ``t`` of any item not left out (0..1).
+   * ``seq``: the sequential score ``t(j)`` (``models.transitions``): the share of what
+     followed the newest history items that was ``j``, weighted by position (0..1.84).
    * ``sim``: cosine of the user vector and the item vector (0 without either),
      times ``content_discount`` when the item's vector comes from the content model
      only (``docs/model-choice.md``: content vectors must not compete equally with CF).
@@ -116,19 +116,23 @@ class RankConfig:
     history_boost: float = 1.0
     """Extra weight of the newest history item (``models.itemitem.history_weights``)."""
     w_item: float = 1.0
-    w_sequence: float = 0.5
-    w_similarity: float = 1.0
-    w_quality: float = 0.5
-    w_affinity: float = 0.5
-    w_popularity: float = 0.3
+    w_sequence: float = 1.0
+    w_similarity: float = 0.1
+    w_quality: float = 0.05
+    w_affinity: float = 0.05
+    w_popularity: float = 0.05
     w_freshness: float = 0.2
+    """Blend weights, chosen on validation splits (``docs/model-choice.md``): the
+    item-item and sequential terms carry the ranking; the others break its ties and
+    rank users without a history."""
     content_discount: float = 0.5
     """Multiplier on the similarity of items whose vector comes from the content model."""
     new_item_window_s: float = 7 * 86_400.0
-    diversity: float = 0.2
+    diversity: float = 0.05
     """MMR weight in [0, 1] (0 = by score only)."""
-    repeat_factor: float = 0.8
-    """Score multiplier per previous show, in (0, 1]."""
+    repeat_factor: float = 1.0
+    """Score multiplier per previous show, in (0, 1] (1: no decay; 0.8 cost next-click
+    accuracy on YOOCHOOSE validation, ``docs/model-choice.md``)."""
     epsilon: EpsilonSchedule = DEFAULT_EPSILON
     """Exploration schedule for ``make_ranker`` (``recommend`` uses the ranker it is given)."""
     n_categories: int = 3

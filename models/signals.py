@@ -7,10 +7,10 @@ out):
 * ``item_item``: the row of ``ItemItem.scores`` (every item some history item points to,
   with ``s(j)``); its candidates are the ``n_item_candidates`` best items with a
   positive score, and its scale the best of those scores;
-* ``sequence``: ``Transitions.scores`` of the history; its candidates the
-  ``n_sequence_candidates`` best, its scale the best score.
+* ``sequence``: ``Transitions.scores`` of the history (already a share of what followed
+  each history item, so not rescaled); its candidates the ``n_sequence_candidates`` best.
 
-The blend's terms are ``s(j) / scale`` (clipped to [-1, 1]) and ``t(j) / scale``.
+The blend's terms are ``s(j) / scale`` (clipped to [-1, 1]) and ``t(j)``.
 ``contributions`` splits both terms of an item over the history items, which is what
 "because you clicked X" names (``models.recommender`` module doc).
 """
@@ -40,7 +40,6 @@ class Signals:
     ii_scale: float = 0.0
     ii_top: list[str] = field(default_factory=list)
     seq: Mapping[str, float] = field(default_factory=dict)
-    seq_scale: float = 0.0
     seq_top: list[str] = field(default_factory=list)
 
     def item_item_terms(self, cols: IntArray) -> FloatArray:
@@ -55,7 +54,7 @@ class Signals:
         return clipped
 
     def sequence_term(self, item_id: str) -> float:
-        return self.seq.get(item_id, 0.0) / self.seq_scale if self.seq_scale > 0 else 0.0
+        return self.seq.get(item_id, 0.0)
 
 
 def _top(ids: Sequence[str], values: Sequence[float], n: int) -> list[str]:
@@ -103,7 +102,6 @@ def history_signals(
             kept = {q: v for q, v in scores.items() if q not in exclude}
             sig.seq = scores
             sig.seq_top = _top(list(kept), list(kept.values()), n_sequence_candidates)
-            sig.seq_scale = kept[sig.seq_top[0]] if sig.seq_top else 0.0
     return out
 
 
@@ -120,7 +118,7 @@ def contributions(
 ) -> FloatArray:
     """``(len(items), len(history))``: each history item's share of each item's weighted
     item-item and sequential terms, ``w_item * w_h * W[h, j] / scale_ii +
-    w_sequence * w(h, j) / ((p + 1) * scale_seq)`` (p: the history position)."""
+    w_sequence * w(h, j) * Transitions.scale(h, p)`` (p: the history position)."""
     out = np.zeros((len(items), len(history)))
     if not len(items) or not len(history):
         return out
@@ -135,15 +133,16 @@ def contributions(
             part = np.zeros((len(history), len(items)))
             part[np.ix_(h_ok, j_ok)] = block
             out += (w_item / sig.ii_scale) * part.T
-    if transitions is not None and sig.seq_scale > 0 and w_sequence > 0:
+    if transitions is not None and sig.seq and w_sequence > 0:
         for p, h in enumerate(history[: transitions.steps]):
             row = transitions.rules.get(h)
             if not row:
                 continue
+            scale = w_sequence * transitions.scale(h, p)
             for n, j in enumerate(items):
                 w = row.get(j)
                 if w:
-                    out[n, p] += w_sequence * w / ((p + 1) * sig.seq_scale)
+                    out[n, p] += w * scale
     return out
 
 

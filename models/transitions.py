@@ -8,7 +8,11 @@ keeps adding the rules every new event completes (``Transitions.learn``), so thi
 item state that keeps learning online. A user's sequential score for candidate ``q`` is
 
     t(q) = sum over the user's ``steps`` newest history items p (position i, newest 0)
-           of  w(p, q) / (i + 1).
+           of  w(p, q) / ((i + 1) * (W(p) + SMOOTHING)),
+
+with ``W(p)`` the total weight of ``p``'s rules: the rule's share of what followed ``p``,
+so a term that is large where sequences are predictable (sessions) and small where they
+are not (a catalogue rated in random order), with no per-user rescaling.
 
 Each row keeps at most ``max_per_item`` rules (the weakest dropped when it overflows
 twice that), so memory stays bounded.
@@ -26,6 +30,8 @@ from models.events import Event
 
 PREFIX: Final = "transitions."
 """Prefix of the pre-trained rules' arrays in an artefact's npz."""
+SMOOTHING: Final = 1.0
+"""Added to a row's total weight: a rule seen once after a rare item counts less."""
 
 
 class Transitions:
@@ -37,6 +43,8 @@ class Transitions:
         self.steps = steps
         self.max_per_item = max_per_item
         self.rules: dict[str, dict[str, float]] = {}
+        self.totals: dict[str, float] = {}
+        """Source -> the total weight of its rules (pruned ones included)."""
 
     def __len__(self) -> int:
         return sum(len(r) for r in self.rules.values())
@@ -53,6 +61,7 @@ class Transitions:
                 break
             row = self.rules.setdefault(previous, {})
             row[item_id] = row.get(item_id, 0.0) + 1.0 / gap
+            self.totals[previous] = self.totals.get(previous, 0.0) + 1.0 / gap
             if len(row) > 2 * self.max_per_item:
                 keep = sorted(row.items(), key=lambda kv: (-kv[1], kv[0]))[: self.max_per_item]
                 self.rules[previous] = dict(keep)
@@ -64,10 +73,14 @@ class Transitions:
             row = self.rules.get(previous)
             if not row:
                 continue
-            scale = 1.0 / (i + 1)
+            scale = self.scale(previous, i)
             for q, w in row.items():
                 out[q] = out.get(q, 0.0) + w * scale
         return out
+
+    def scale(self, source: str, position: int) -> float:
+        """The factor on ``w(source, q)`` at history ``position`` in ``t(q)``."""
+        return 1.0 / ((position + 1) * (self.totals.get(source, 0.0) + SMOOTHING))
 
     def to_arrays(self) -> dict[str, npt.NDArray[np.generic]]:
         sources = sorted(self.rules)
@@ -84,6 +97,7 @@ class Transitions:
             PREFIX + "sources": np.asarray(sources, dtype=np.str_),
             PREFIX + "targets": np.asarray(targets, dtype=np.str_),
             PREFIX + "weights": np.asarray(weights, dtype=np.float64),
+            PREFIX + "totals": np.asarray([self.totals.get(p, 0.0) for p in sources]),
             PREFIX + "indptr": np.asarray(indptr, dtype=np.int64),
             PREFIX + "config": np.asarray([self.steps, self.max_per_item], dtype=np.int64),
         }
@@ -99,14 +113,17 @@ class Transitions:
         targets = [str(t) for t in arrays[PREFIX + "targets"].tolist()]
         weights = [float(w) for w in arrays[PREFIX + "weights"].tolist()]
         bounds = [int(b) for b in arrays[PREFIX + "indptr"].tolist()]
+        totals = [float(t) for t in arrays[PREFIX + "totals"].tolist()]
         for n, p in enumerate(sources):
             a, b = bounds[n], bounds[n + 1]
             out.rules[p] = dict(zip(targets[a:b], weights[a:b], strict=True))
+            out.totals[p] = totals[n]
         return out
 
     def copy(self) -> Transitions:
         out = Transitions(self.steps, self.max_per_item)
         out.rules = {p: dict(row) for p, row in self.rules.items()}
+        out.totals = dict(self.totals)
         return out
 
 

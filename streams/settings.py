@@ -173,7 +173,7 @@ class Settings(BaseSettings):
     )
     min_epsilon: float = Field(default=0.0, ge=0, le=1, description="Floor of decayed epsilon.")
     diversity: float = Field(
-        default=0.2, ge=0, le=1, description="MMR diversity weight (0: pure relevance)."
+        default=0.05, ge=0, le=1, description="MMR diversity weight (0: pure relevance)."
     )
     seed: int = Field(default=0, description="Seed of the worker's exploration randomness.")
     variants: dict[str, VariantSettings] = Field(

@@ -102,10 +102,14 @@ def test_transitions_are_the_sr_rules() -> None:
     sr = SequentialRulesRecommender(steps=2)
     sr.fit(events)
     assert {p: dict(sr.rules(p)) for p in want} == want
-    assert rules.scores(["b", "a"]) == {"c": 2.25, "a": 0.5, "d": 0.5, "b": 1.0}
+    assert rules.totals == {"a": 2.5, "b": 3.0, "c": 2.5}
+    # t(q): each rule's share of its source's total (+1 smoothing), 1/2 for the second item
+    got = rules.scores(["b", "a"])
+    assert got == pytest.approx({"c": 0.5 + 0.5 / 7, "a": 0.125, "d": 0.125, "b": 2 / 7})
     back = Transitions.from_arrays(rules.to_arrays())
     assert back is not None
     assert back.rules == rules.rules
+    assert back.totals == rules.totals
     assert back.steps == 2
 
 
@@ -134,6 +138,7 @@ def item_item() -> ItemItem:
 def rules() -> Transitions:
     out = Transitions(steps=2)
     out.rules = {"a0": {"b2": 1.0}}
+    out.totals = {"a0": 3.0}  # b2 followed a0 once in three: t(b2) = 1 / (3 + 1)
     return out
 
 
