@@ -111,12 +111,12 @@ class RankConfig:
     """Best items by item-item score taken as candidates."""
     n_sequence_candidates: int = 50
     """Best items by sequential score taken as candidates."""
-    history_half_life: float = 0.0
+    history_half_life: float = 1.0
     """Recency of the item-item history weights, in history positions (0: flat)."""
-    history_boost: float = 1.0
+    history_boost: float = 3.0
     """Extra weight of the newest history item (``models.itemitem.history_weights``)."""
     w_item: float = 1.0
-    w_sequence: float = 1.0
+    w_sequence: float = 10.0
     w_similarity: float = 0.1
     w_quality: float = 0.05
     w_affinity: float = 0.05

@@ -125,7 +125,14 @@ def test_transition_rows_stay_bounded() -> None:
 # weakly, b5 -> b4; one rule a0 -> b2. b3 sits in b5's vector cluster, so the old "nearest
 # history item by vector" reason would name b5; the item that contributes most is a0.
 IDS = sorted(VECTORS)
-WEIGHTS = {("a0", "b3"): 0.9, ("b5", "b3"): 0.1, ("b5", "b4"): 0.8, ("a0", "b4"): 0.05}
+WEIGHTS = {
+    ("a0", "b3"): 0.9,
+    ("b5", "b3"): 0.1,
+    ("b5", "b4"): 0.8,
+    ("a0", "b4"): 0.05,
+    ("a0", "b1"): 0.3,  # b5 wins with flat history weights, a0 with recency (4 vs 2.5)
+    ("b5", "b1"): 0.4,
+}
 
 
 def item_item() -> ItemItem:
@@ -151,7 +158,14 @@ def view() -> SimpleItemView:
 
 
 ONLY_HISTORY = dataclasses.replace(
-    CFG, n_candidates=0, per_category=0, n_trending=0, n_new=0, w_similarity=0.0
+    CFG,
+    n_candidates=0,
+    per_category=0,
+    n_trending=0,
+    n_new=0,
+    w_similarity=0.0,
+    w_sequence=1.0,
+    history_half_life=0.0,
 )
 
 
@@ -168,9 +182,9 @@ def ranker(request: pytest.FixtureRequest) -> Ranker:
 
 def test_history_sources_alone_fill_the_pool(ranker: Ranker) -> None:
     (got,) = ranker.rank_batch([ask()], view(), NOW)
-    assert {i.item_id for i in got} == {"b3", "b4", "b2"}
+    assert {i.item_id for i in got} == {"b3", "b4", "b1", "b2"}
     assert next(i.item_id for i in got) == "b3"  # the strongest item-item score
-    assert VectorRanker().pools([ask()], view(), NOW) == [["b3", "b4", "b2"]]
+    assert VectorRanker().pools([ask()], view(), NOW) == [["b3", "b4", "b1", "b2"]]
     capped = dataclasses.replace(ONLY_HISTORY, n_item_candidates=1, n_sequence_candidates=0)
     (few,) = ranker.rank_batch([ask(capped)], view(), NOW)
     assert [i.item_id for i in few] == ["b3"]
@@ -187,6 +201,12 @@ def test_because_you_clicked_names_the_top_contributor(ranker: Ranker) -> None:
     assert reasons["b3"] == clicked_reason("Alpha 0")  # 0.9 from a0 beats 0.1 from b5
     assert reasons["b4"] == clicked_reason("Beta 5")  # 0.8 from b5 beats 0.05 from a0
     assert reasons["b2"] == clicked_reason("Alpha 0")  # the rule a0 -> b2
+    assert reasons["b1"] == clicked_reason("Beta 5")  # 0.4 > 0.3, flat history weights
+    recency = dataclasses.replace(ONLY_HISTORY, history_half_life=1.0, history_boost=3.0)
+    (got,) = ranker.rank_batch([ask(recency)], view(), NOW)
+    reasons = {i.item_id: i.reason for i in got}
+    assert reasons["b1"] == clicked_reason("Alpha 0")  # 4 * 0.3 > 2.5 * 0.4
+    assert reasons["b4"] == clicked_reason("Beta 5")
 
 
 def test_rankers_agree_with_every_source_on() -> None:
