@@ -62,6 +62,7 @@ class ItemItem:
         if self.weights.shape != (n, n):
             raise ValueError(f"{n} item ids but weights of shape {self.weights.shape}")
         object.__setattr__(self, "index", {i: r for r, i in enumerate(self.item_ids)})
+        object.__setattr__(self, "by_candidate", self.weights.T.tocsr())
 
     @property
     def row(self) -> Mapping[str, int]:
@@ -69,37 +70,56 @@ class ItemItem:
         index: dict[str, int] = self.__dict__["index"]
         return index
 
+    @property
+    def transposed(self) -> sparse.csr_matrix:
+        """``W`` transposed (rows: candidates, columns: history items), CSR."""
+        out: sparse.csr_matrix = self.__dict__["by_candidate"]
+        return out
+
     def __len__(self) -> int:
         return len(self.item_ids)
 
-    def history_matrix(
-        self, histories: Sequence[Sequence[str]], half_life: float, boost: float = 1.0
-    ) -> sparse.csr_matrix:
-        """Histories (newest first) as rows of recency weights over the items."""
+    def columns(self, history: Sequence[str]) -> npt.NDArray[np.int64]:
+        """Each history item's column (-1: not in the model)."""
         row = self.row
+        return np.fromiter((row.get(h, -1) for h in history), np.int64, len(history))
+
+    def history_matrix(
+        self, columns: Sequence[npt.NDArray[np.int64]], half_life: float, boost: float = 1.0
+    ) -> sparse.csr_matrix:
+        """Histories as ``columns`` (newest first) -> rows of recency weights over the
+        items (an item listed twice counts once, at its newest position)."""
         indptr = [0]
-        cols: list[int] = []
-        vals: list[float] = []
-        for history in histories:
-            weights = history_weights(len(history), half_life, boost)
-            seen: set[int] = set()
-            for item_id, w in zip(history, weights.tolist(), strict=True):
-                c = row.get(item_id)
-                if c is not None and c not in seen:
-                    seen.add(c)
-                    cols.append(c)
-                    vals.append(w)
-            indptr.append(len(cols))
+        parts: list[npt.NDArray[np.int64]] = []
+        weights: list[npt.NDArray[np.float64]] = []
+        for cols in columns:
+            w = history_weights(len(cols), half_life, boost)
+            _, first = np.unique(cols, return_index=True)
+            keep = np.sort(first)
+            keep = keep[cols[keep] >= 0]
+            parts.append(cols[keep])
+            weights.append(w[keep])
+            indptr.append(indptr[-1] + len(keep))
         return sparse.csr_matrix(
-            (np.asarray(vals, dtype=np.float64), np.asarray(cols, dtype=np.int64), indptr),
-            shape=(len(histories), len(self.item_ids)),
+            (
+                np.concatenate(weights) if weights else np.zeros(0),
+                np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64),
+                indptr,
+            ),
+            shape=(len(columns), len(self.item_ids)),
         )
 
     def scores(
         self, histories: Sequence[Sequence[str]], half_life: float, boost: float = 1.0
     ) -> sparse.csr_matrix:
         """Every candidate's item-item score per history (rows), sparse, float64."""
-        h = self.history_matrix(histories, half_life, boost)
+        return self.scores_of([self.columns(h) for h in histories], half_life, boost)
+
+    def scores_of(
+        self, columns: Sequence[npt.NDArray[np.int64]], half_life: float, boost: float = 1.0
+    ) -> sparse.csr_matrix:
+        """``scores`` for histories given as ``columns``."""
+        h = self.history_matrix(columns, half_life, boost)
         out: sparse.csr_matrix = (h @ self.weights.astype(np.float64)).tocsr()
         out.sort_indices()
         return out

@@ -34,6 +34,8 @@ FloatArray = npt.NDArray[np.float64]
 class Signals:
     """One user's item-item row and sequential scores (see the module doc)."""
 
+    h_cols: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """The history's item-item columns, by position (-1: not in the model)."""
     ii_cols: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     """Sorted item-item columns of the user's score row."""
     ii_values: FloatArray = field(default_factory=lambda: np.zeros(0))
@@ -76,23 +78,27 @@ def history_signals(
     """Signals for a batch of users (one sparse product for the item-item rows)."""
     out = [Signals() for _ in histories]
     if item_item is not None and len(item_item) and any(histories):
-        rows = item_item.scores(histories, half_life, boost)
+        columns = [item_item.columns(h) for h in histories]
+        rows = item_item.scores_of(columns, half_life, boost)
         ids = item_item.item_ids
-        index = item_item.row
         for i, sig in enumerate(out):
+            sig.h_cols = columns[i]
             a, b = rows.indptr[i], rows.indptr[i + 1]
             cols = np.asarray(rows.indices[a:b], dtype=np.int64)
             values = np.asarray(rows.data[a:b], dtype=np.float64)
             sig.ii_cols, sig.ii_values = cols, values
-            banned = [c for e in excludes[i] if (c := index.get(e)) is not None]
             keep = values > 0
-            if banned:
-                keep &= ~np.isin(cols, np.asarray(banned, dtype=np.int64))
             cand, vals = cols[keep], values[keep]
-            if len(cand):
-                order = np.lexsort((cand, -vals))[:n_item_candidates]
-                sig.ii_top = [ids[c] for c in cand[order].tolist()]
-                sig.ii_scale = float(vals[order[0]])
+            exclude = excludes[i]
+            order = np.lexsort((cand, -vals))[: n_item_candidates + len(exclude)]
+            for c, v in zip(cand[order].tolist(), vals[order].tolist(), strict=True):
+                if len(sig.ii_top) >= n_item_candidates:
+                    break
+                item_id = ids[c]
+                if item_id not in exclude:
+                    sig.ii_top.append(item_id)
+                    if sig.ii_scale == 0.0:
+                        sig.ii_scale = v
     if transitions is not None and transitions.rules:
         for i, sig in enumerate(out):
             scores = transitions.scores(histories[i])
@@ -123,16 +129,19 @@ def contributions(
     if not len(items) or not len(history):
         return out
     if item_item is not None and sig.ii_scale > 0 and w_item > 0:
-        index = item_item.row
-        h_cols = np.fromiter((index.get(h, -1) for h in history), np.int64, len(history))
-        j_cols = np.fromiter((index.get(j, -1) for j in items), np.int64, len(items))
-        h_ok, j_ok = h_cols >= 0, j_cols >= 0
-        if h_ok.any() and j_ok.any():
-            block = item_item.weights[h_cols[h_ok]][:, j_cols[j_ok]].toarray().astype(np.float64)
-            block *= history_weights(len(history), half_life, boost)[h_ok][:, None]
-            part = np.zeros((len(history), len(items)))
-            part[np.ix_(h_ok, j_ok)] = block
-            out += (w_item / sig.ii_scale) * part.T
+        h_cols = sig.h_cols
+        position = np.full(len(item_item), -1, dtype=np.int64)
+        ok = np.flatnonzero(h_cols >= 0)
+        position[h_cols[ok][::-1]] = ok[::-1]  # an item listed twice: its newest position
+        weights = history_weights(len(history), half_life, boost) * (w_item / sig.ii_scale)
+        by_candidate = item_item.transposed
+        for n, j in enumerate(item_item.columns(items).tolist()):
+            if j < 0:
+                continue
+            a, b = by_candidate.indptr[j], by_candidate.indptr[j + 1]
+            at = position[by_candidate.indices[a:b]]
+            hit = at >= 0
+            out[n, at[hit]] += by_candidate.data[a:b][hit].astype(np.float64) * weights[at[hit]]
     if transitions is not None and sig.seq and w_sequence > 0:
         for p, h in enumerate(history[: transitions.steps]):
             row = transitions.rules.get(h)
