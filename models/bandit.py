@@ -9,8 +9,11 @@ the candidate pool and the previous slots, is therefore exactly::
     (1 - epsilon) * [i is the greedy choice] + epsilon / n_remaining
 
 which each ``Slot`` records as its ``propensity``, for inverse-propensity (IPS)
-off-policy evaluation. The probability of a whole list is the product over its slots
-(``list_propensity``). All randomness comes from an injected ``random.Random``.
+off-policy evaluation. The first ``protected`` slots never explore: they take the greedy
+item with propensity 1 (a list whose first slot is a random pick is a poor first
+impression; ``docs/benchmarks.md``, "The price of exploring"). The probability of a
+whole list is the product over its slots (``list_propensity``). All randomness comes
+from an injected ``random.Random``.
 """
 
 from __future__ import annotations
@@ -104,16 +107,29 @@ def list_propensity(slots: Iterable[Slot]) -> float:
     return math.prod(s.propensity for s in slots)
 
 
+def slot_epsilon(position: int, epsilon: float, protected: int) -> float:
+    """The exploration rate of slot ``position``: 0 for the first ``protected`` slots."""
+    return 0.0 if position < protected else epsilon
+
+
 def epsilon_greedy_rank(
-    candidates: Iterable[Candidate], k: int, epsilon: float, rng: random.Random
+    candidates: Iterable[Candidate],
+    k: int,
+    epsilon: float,
+    rng: random.Random,
+    protected: int = 0,
 ) -> list[Slot]:
-    """Fill ``min(k, n)`` slots epsilon-greedily from ``candidates`` (unique item ids).
+    """Fill ``min(k, n)`` slots epsilon-greedily from ``candidates`` (unique item ids),
+    the first ``protected`` of them greedily.
 
     The result does not depend on the order of ``candidates``; it consumes one
-    ``rng.random()`` per slot and one ``rng.randrange`` per explored slot.
+    ``rng.random()`` per slot (protected ones too) and one ``rng.randrange`` per
+    explored slot.
     """
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
+    if protected < 0:
+        raise ValueError(f"protected must be >= 0, got {protected}")
     if not 0.0 <= epsilon <= 1.0:
         raise ValueError(f"epsilon must be in [0, 1], got {epsilon!r}")
     remaining = greedy_order(candidates)
@@ -123,16 +139,17 @@ def epsilon_greedy_rank(
     slots: list[Slot] = []
     for position in range(min(k, len(remaining))):
         n = len(remaining)
-        explored = rng.random() < epsilon
+        eps = slot_epsilon(position, epsilon, protected)
+        explored = rng.random() < eps
         index = rng.randrange(n) if explored else 0
         pick = remaining.pop(index)
-        exploit = 1.0 - epsilon if index == 0 else 0.0
+        exploit = 1.0 - eps if index == 0 else 0.0
         slots.append(
             Slot(
                 item_id=pick.item_id,
                 score=pick.score,
                 reason=pick.reason,
-                propensity=min(1.0, exploit + epsilon / n),
+                propensity=min(1.0, exploit + eps / n),
                 explored=explored,
                 position=position,
             )
@@ -147,6 +164,9 @@ class EpsilonGreedyRanker:
         self.schedule = schedule
         self.rng = rng
 
-    def rank(self, candidates: Iterable[Candidate], k: int, t: float) -> list[Slot]:
-        """Rank ``candidates`` into ``min(k, n)`` slots at round ``t``."""
-        return epsilon_greedy_rank(candidates, k, self.schedule.epsilon_at(t), self.rng)
+    def rank(
+        self, candidates: Iterable[Candidate], k: int, t: float, protected: int = 0
+    ) -> list[Slot]:
+        """Rank ``candidates`` into ``min(k, n)`` slots at round ``t``, the first
+        ``protected`` greedily."""
+        return epsilon_greedy_rank(candidates, k, self.schedule.epsilon_at(t), self.rng, protected)

@@ -24,7 +24,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from models.bandit import EpsilonGreedyRanker
+from models.bandit import EpsilonGreedyRanker, slot_epsilon
 from models.profile import UserProfile
 from models.reclist import RecItem
 from models.recommender import (
@@ -427,7 +427,8 @@ class VectorRanker:
         valid: npt.NDArray[np.bool_],
         cfg: RankConfig,
     ) -> list[list[tuple[int, float, float, bool]]]:
-        """Epsilon-greedy slots per row: (column, score, propensity, explored)."""
+        """Epsilon-greedy slots per row: (column, score, propensity, explored); the first
+        ``cfg.protected_slots`` never explore."""
         b, width = valid.shape
         sizes = valid.sum(axis=1)
         eps = np.array([r.cfg.epsilon.epsilon_at(r.t) for r in requests])
@@ -455,7 +456,7 @@ class VectorRanker:
                     c += 1
                 cursor[i] = c
                 greedy[i] = order[i, c] if c < prefix else int(np.argmax(remaining[i]))
-            explore = coins[s] < eps
+            explore = coins[s] < eps if s >= cfg.protected_slots else np.zeros(b, dtype=bool)
             pick = greedy.copy()
             idx = np.flatnonzero(live & explore)
             if idx.size:
@@ -465,8 +466,9 @@ class VectorRanker:
             for i in np.flatnonzero(live):
                 col = int(pick[i])
                 remaining[i, col] = False
-                exploit = 1.0 - eps[i] if col == greedy[i] else 0.0
-                prop = min(1.0, exploit + eps[i] / n_rem[i])
+                e = slot_epsilon(s, float(eps[i]), cfg.protected_slots)
+                exploit = 1.0 - e if col == greedy[i] else 0.0
+                prop = min(1.0, exploit + e / n_rem[i])
                 value = value_of[i].get(col, float(after[i, col]))
                 out[i].append((col, value, float(prop), bool(explore[i])))
         return out

@@ -186,7 +186,7 @@ def evaluate(
     """Metrics per model. ``test`` gives a fixed test set (``dataset`` is then the train)."""
     train, held = split(dataset.events, cfg, test)
     if cfg.protocol == "prequential":
-        train, held = _capped(train, held, cfg.max_events)
+        train, held = capped(train, held, cfg.max_events)
     catalog = {i.item_id for i in dataset.items} | {e.item_id for e in (*train, *held)}
     similarity = None
     if cfg.protocol != "prequential":
@@ -233,7 +233,7 @@ def _of_total(report: Callable[[int, int], None], total: int) -> Callable[[int],
     return lambda done: report(done, total)
 
 
-def _capped(
+def capped(
     train: list[Event], held: list[Event], max_events: int | None
 ) -> tuple[list[Event], list[Event]]:
     """Only the latest ``max_events`` of ``held`` are scored; the rest join ``train``."""
@@ -300,7 +300,7 @@ def bandit_replay(
 
     Rewards are attributed as in the worker: an event on an item of the user's logged
     list is a click on that list (impressions and rewards feed item quality)."""
-    train, held = _capped(
+    train, held = capped(
         *split(dataset.events, replace(cfg, protocol="temporal"), test), cfg.max_events
     )
     k = max(cfg.ks)

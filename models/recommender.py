@@ -86,6 +86,8 @@ EXPLORING: Final = "exploring"
 TRENDING: Final = "trending"
 DEFAULT_EPSILON: Final = EpsilonSchedule(0.1)
 """Explore one slot in ten, constant over time."""
+DEFAULT_PROTECTED_SLOTS: Final = 2
+"""Slots at the top of a list that never explore (``docs/benchmarks.md``)."""
 
 
 def clicked_reason(title: str) -> str:
@@ -135,6 +137,8 @@ class RankConfig:
     accuracy on YOOCHOOSE validation, ``docs/model-choice.md``)."""
     epsilon: EpsilonSchedule = DEFAULT_EPSILON
     """Exploration schedule for ``make_ranker`` (``recommend`` uses the ranker it is given)."""
+    protected_slots: int = DEFAULT_PROTECTED_SLOTS
+    """The first slots of every list, which never explore (greedy, propensity 1)."""
     n_categories: int = 3
     """How many of the user's strongest categories feed popular and new candidates."""
     per_category: int = 30
@@ -158,6 +162,8 @@ class RankConfig:
             "n_new",
         )
         problems = [f"{name} >= 0" for name in ints if getattr(self, name) < 0]
+        if self.protected_slots < 0:
+            problems.append("protected_slots >= 0")
         if self.history_for_reasons < 1:
             problems.append("history_for_reasons >= 1")
         weights = (
@@ -531,7 +537,7 @@ def recommend(
     relevance = [Candidate(c.item_id, c.score / scale if scale > 0 else 0.0) for c in decayed]
     vectors = {c.item_id: v for c in relevance if (v := pool.vector(c.item_id)) is not None}
     ordered = mmr(relevance, vectors, len(relevance), cfg.diversity)
-    slots = ranker.rank(ordered, cfg.k, t)
+    slots = ranker.rank(ordered, cfg.k, t, cfg.protected_slots)
     return [
         RecItem(
             item_id=s.item_id,

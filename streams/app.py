@@ -1,21 +1,22 @@
 """The Faust app: topics, agents and timers, built from ``Settings``; wiring only.
 
-The events agent decodes messages into micro-batches and hands each to
-``streams.worker.Worker`` (the pure step plus its writes); rejects go to the dead-letter
-topic with the reason and the source position in headers. The events topic is read
-with Faust's acks off: the worker commits an offset only once the state it produced is
-in Redis. Item deltas go to each item's owner on ``eddy.item-updates`` once per window,
-one message per partition; the owner publishes the new item records through Redis
-(``streams.itemfeed``), which every worker follows.
+The events agent decodes messages and hands them to ``streams.pipeline`` (micro-batches,
+user loads, writes: nothing on the event loop waits for Redis or for the step, which
+runs on the worker's step thread); rejects go to the dead-letter topic with the reason
+and the source position in headers. The events and item-updates topics are read with
+Faust's acks off: the worker commits an offset only once the state it produced is in
+Redis. Item deltas go to each item's owner on ``eddy.item-updates`` once per window,
+one message per partition; the owner publishes the records it learned in the window as
+one entry through Redis (``streams.itemfeed``), which every worker follows.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,19 +29,19 @@ from faust.types import TP
 from models.artefact import ModelArtefact, latest, load
 from models.itemlearn import decode_deltas, learn
 from models.step import Inbound
-from streams.itemfeed import ItemFeed
+from streams.faustapp import broker_credentials, faust_app
+from streams.itemfeed import ItemFeed, Window
 from streams.logs import logging_config
 from streams.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from streams.metrics import exposition
 from streams.metrics import register as register_metrics
 from streams.page import register_page
+from streams.pipeline import EventPipeline
 from streams.redisclient import async_client
 from streams.settings import Settings
 from streams.sink import RecSink, RedisSink
 from streams.stats import stats_mapping
-from streams.topics import MAX_MESSAGE_BYTES
-from streams.web import drop_faust_views
-from streams.worker import Rejected, Worker
+from streams.worker import Rejected, Worker, encode_parts
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,17 @@ SHUTDOWN_WRITES_S = 6.0
 """Longest a stopping worker spends on its last writes and commit."""
 COMMIT_INTERVAL_S = 1.0
 """How often the events offsets whose state is written are committed."""
+REVOKE_WRITES_S = 5.0
+"""Longest a revocation waits for the buffered events to be written."""
+FREEZE_FOR_S = 60.0
+"""For how long after recovery the worker moves what is alive into the garbage collector's
+permanent generation, once a second (``gc.freeze``): the artefact, the catalog and the
+item index then never slow a full collection, which took 0.4-2.5 s with them, blocking
+both threads."""
+DIGEST_INTERVAL_S = 5.0
+"""How often the item-state digest in the stats hash is computed (on the step thread)."""
+
+__all__ = ["EddyApp", "broker_credentials", "build_app", "faust_app", "load_prior", "run_worker"]
 GLOBAL_RECOVERY_BUFFER = 1
 """Faust resumes a GlobalTable's changelog partitions that this worker does not also hold
 as standby only when the table's recovery buffer is 1 (docs/reliability.md)."""
@@ -77,82 +89,23 @@ class EddyApp:
     """Process the buffered events now (what the flush timer does)."""
 
 
-def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
-    """Faust (aiokafka) credentials for the configured Kafka security protocol."""
-    protocol = settings.kafka_security_protocol
-    if protocol == "PLAINTEXT":
-        return None
-    context = None
-    if protocol.endswith("SSL"):
-        cafile = settings.kafka_ssl_cafile
-        context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
-        if settings.kafka_ssl_certfile is not None:
-            keyfile = settings.kafka_ssl_keyfile
-            context.load_cert_chain(str(settings.kafka_ssl_certfile), keyfile and str(keyfile))
-    if protocol.startswith("SASL"):
-        return faust.SASLCredentials(
-            username=settings.kafka_sasl_username,
-            password=settings.kafka_sasl_password.get_secret_value(),
-            mechanism=settings.kafka_sasl_mechanism,
-            ssl_context=context,
-        )
-    assert context is not None
-    return faust.SSLCredentials(context)
-
-
-def faust_app(settings: Settings) -> faust.App:
-    """A Faust app configured from settings (aiokafka transport, in-memory stores), serving
-    none of Faust's own web views."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        settings.app_id,
-        broker=f"kafka://{settings.kafka_bootstrap}",
-        broker_credentials=broker_credentials(settings),
-        store="memory://",
-        datadir=str(settings.data_dir),
-        topic_partitions=settings.events_partitions,
-        topic_replication_factor=settings.replication_factor,
-        broker_session_timeout=settings.broker_session_timeout_s,
-        broker_rebalance_timeout=settings.broker_rebalance_timeout_s,
-        stream_recovery_delay=RECOVERY_DELAY_S,
-        stream_wait_empty=False,  # the events agent batches and commits by itself
-        consumer_group_instance_id=settings.worker_id,
-        web_bind=settings.web_host,
-        web_port=settings.web_port,
-        web_host=settings.web_host,
-        key_serializer="raw",
-        value_serializer="raw",
-        autodiscover=False,
-        producer_linger=0.005,
-        producer_max_request_size=MAX_MESSAGE_BYTES,
-        # Faust's own web views (see streams/web.py):
-        web_router_enabled=False,
-        web_tables_enabled=False,
-        web_graph_enabled=False,
-        web_stats_enabled=False,
-        web_metrics_enabled=False,
-    )
-    drop_faust_views(app)  # no /table/ (profiles), /router/, /graph/...: see streams/web.py
-    return app
-
-
 def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
     """Define topics, the catalog table, agents and timers on a new Faust app."""
     s = settings
-    app = faust_app(s)
+    app = faust_app(s, stream_recovery_delay=RECOVERY_DELAY_S)
     register_page(app, s)
     events_topic = app.topic(s.topic_events, partitions=s.events_partitions, acks=False)
     items_topic = app.topic(s.topic_items, partitions=s.items_partitions)
     dlq_topic = app.topic(s.topic_dlq, partitions=s.dlq_partitions)
     impressions_topic = app.topic(s.topic_impressions, partitions=s.events_partitions)
-    item_updates_topic = app.topic(s.topic_item_updates, partitions=s.events_partitions)
+    item_updates_topic = app.topic(s.topic_item_updates, partitions=s.events_partitions, acks=False)
 
     async def on_catalog_changelog(event: faust.EventT[Any]) -> None:
         value = event.value
         if isinstance(value, bytes | str):
             value = json.loads(value)
         if isinstance(value, dict):
-            worker.on_catalog(value)
+            worker.on_catalog_queued(value)
 
     catalog = app.GlobalTable(
         "catalog",
@@ -167,15 +120,18 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
     worker = Worker(s, sink or RedisSink(redis_url, cluster=s.redis_cluster), prior=prior)
     redis_client = async_client(s, socket_timeout=5)
     feed = ItemFeed(s, redis_client)
-    lock = asyncio.Lock()
-    buffer: list[tuple[faust.types.Message, Inbound]] = []
-    rejects: list[tuple[faust.types.Message, Rejected]] = []
-    buffer_since = [0.0]
+    window = Window()
+    """Item records learned since the last publish (this worker's items)."""
     read_offsets: dict[int, int] = {}
     """Events partition -> last offset read (for consumer lag)."""
-    committed: dict[int, int] = {}
+    committed: dict[tuple[str, int], int] = {}
     owner_offsets: dict[int, int] = {}
     """Item-updates partition -> newest offset applied (cached from Redis)."""
+    published: dict[int, int] = {}
+    """Item-updates partition -> newest offset whose records are in Redis (committable)."""
+    digest: list[tuple[int, str] | None] = [None]
+    digest_at = [0.0]
+    ready_at: list[float | None] = [None]
 
     async def dead_letter(msg: faust.types.Message, rejected: Rejected) -> None:
         headers = [
@@ -200,39 +156,26 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
             "dead letter %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, rejected.reason
         )
 
-    async def process_buffer() -> None:
-        """Run the step on the buffered events and write what it produced."""
-        async with lock:
-            batch, dead = list(buffer), list(rejects)
-            buffer.clear()
-            rejects.clear()
-            for msg, rejected in dead:
-                await dead_letter(msg, rejected)
-            if batch:
-                await worker.load_until_loaded([i for _, i in batch])
-                try:
-                    await worker.process([i for _, i in batch])
-                except Exception:  # a bug must not stop the worker for everyone
-                    log.exception("a batch of %d events failed; retrying one by one", len(batch))
-                    await one_by_one(batch)
-            elif worker.pending:
-                await worker.flush()
+    pipeline = EventPipeline(worker, s.batch_max_events, s.flush_interval_ms / 1000, dead_letter)
 
     async def one_by_one(batch: list[tuple[faust.types.Message, Inbound]]) -> None:
         """Process a failed batch event by event; dead-letter the events that fail.
 
         The step may have applied part of the batch in memory: memory is dropped and each
-        user is read again from Redis, where nothing of the batch was written."""
-        worker.forget_partitions()
+        user is read again from Redis (or from the writes still pending), where nothing
+        of the batch was written."""
+        await worker.forget_memory()
         for msg, inbound in batch:
             try:
                 await worker.load_until_loaded([inbound])
-                await worker.process([inbound])
+                await worker.apply([inbound])
             except Exception as exc:
-                worker.forget_partitions()
+                await worker.forget_memory()
                 worker.stats.dead_letters += 1
-                worker.mark_skipped(msg.partition, msg.offset)
                 await dead_letter(msg, Rejected(f"processing failed: {exc!r:.300}"))
+                worker.mark_skipped(msg.partition, msg.offset)
+
+    pipeline.failed = one_by_one
 
     @app.agent(events_topic, name="eddy.process_events")
     async def process_events(stream: faust.StreamT[Any]) -> None:
@@ -241,37 +184,55 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
             read_offsets[msg.partition] = msg.offset
             produced_at = msg.timestamp if msg.timestamp and msg.timestamp > 0 else None
             decoded = worker.decode(msg.value, msg.key, (msg.partition, msg.offset), produced_at)
-            if isinstance(decoded, Rejected):
-                rejects.append((msg, decoded))
-                worker.mark_skipped(msg.partition, msg.offset)
-            else:
-                if not buffer:
-                    buffer_since[0] = time.monotonic()
-                buffer.append((msg, decoded))
-            if len(buffer) + len(rejects) >= s.batch_max_events:
-                await process_buffer()
+            pipeline.add(msg, decoded)
+            await pipeline.room()
+
+    @app.task
+    async def pump() -> None:
+        await pipeline.run_pump()
+
+    @app.task
+    async def loader() -> None:
+        await pipeline.run_loader()
+
+    @app.task
+    async def writer() -> None:
+        await pipeline.run_writer()
 
     @app.timer(s.flush_interval_ms / 1000, name="eddy.flush")
     async def flush() -> None:
-        if (buffer or rejects) and time.monotonic() - buffer_since[0] >= s.flush_interval_ms / 1000:
-            await process_buffer()
-        elif worker.pending:
-            async with lock:
-                await worker.flush()
+        pipeline.tick()
 
     async def send_items() -> None:
-        """Once per window: item deltas to their owners, the impressions log."""
-        for partition, body in worker.drain_item_updates().items():
-            await item_updates_topic.send(
-                key=str(partition).encode(), value=body, partition=partition
-            )
-            worker.stats.item_updates_sent += 1
+        """Once per window: item deltas to their owners, the impressions log, and the
+        records this worker learned as an owner."""
+        parts = worker.take_item_updates()
+        if parts:
+            bodies = await asyncio.to_thread(encode_parts, parts)
+            for partition, body in bodies.items():
+                await item_updates_topic.send(
+                    key=str(partition).encode(), value=body, partition=partition
+                )
+                worker.stats.item_updates_sent += 1
         pending, worker.impressions = worker.impressions, []
         if pending:
-            await impressions_topic.send(
-                key=pending[0]["user_id"].encode(),
-                value=json.dumps({"lists": pending}, separators=(",", ":")).encode(),
-            )
+            body = await asyncio.to_thread(_impressions_body, pending)
+            await impressions_topic.send(key=pending[0]["user_id"].encode(), value=body)
+        await publish_window()
+
+    async def publish_window() -> None:
+        """The records learned this window, as one feed entry (kept if Redis fails)."""
+        if not window:
+            return
+        taken = window.take()
+        try:
+            await feed.publish(list(taken.records.values()), taken.offsets)
+        except aioredis.RedisError as exc:
+            log.warning("could not publish item records: %s; kept for the next window", exc)
+            window.restore(taken)
+            return
+        for p, o in taken.offsets.items():
+            published[p] = max(o, published.get(p, -1))
 
     # Faust's timer decorator returns a wrapper that does nothing once the app stops, so
     # the timers call plain functions and the shutdown calls those directly.
@@ -279,49 +240,56 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
 
     @app.timer(COMMIT_INTERVAL_S, name="eddy.commit")
     async def commit() -> None:
-        await commit_events()
+        await commit_offsets()
 
-    async def commit_events() -> None:
+    async def commit_offsets() -> None:
+        """Commit the events offsets whose state is written and the item-updates offsets
+        whose records are published."""
+        wanted = [(events_topic_name, worker.committable), (s.topic_item_updates, published)]
         offsets = {
-            TP(events_topic_name, p): o + 1
-            for p, o in worker.committable.items()
-            if o + 1 > committed.get(p, -1)
+            TP(topic, p): o + 1
+            for topic, done in wanted
+            for p, o in done.items()
+            if o + 1 > committed.get((topic, p), -1)
         }
         if not offsets:
             return
         try:
             if await cast(Any, app.consumer)._commit(offsets):
-                committed.update({tp.partition: o for tp, o in offsets.items()})
+                committed.update({(tp.topic, tp.partition): o for tp, o in offsets.items()})
         except Exception as exc:  # the next commit carries the same offsets
-            log.warning("could not commit events offsets: %s", exc)
+            log.warning("could not commit offsets: %s", exc)
 
     @app.agent(items_topic, name="eddy.process_items")
     async def process_items(stream: faust.StreamT[Any]) -> None:
         async for event in stream.events():
             msg = event.message
-            rejected = worker.on_item(msg.value, msg.key)
-            if rejected is not None:
-                await dead_letter(msg, rejected)
+            result = worker.on_item_queued(msg.value, msg.key)
+            if isinstance(result, Rejected):
+                await dead_letter(msg, result)
             else:
-                item_id = json.loads(msg.value)["item_id"]
-                catalog[item_id] = worker.catalog[item_id]  # the validated, complete document
+                catalog[result["item_id"]] = result  # the validated, complete document
 
     @app.agent(item_updates_topic, name="eddy.learn_items")
     async def learn_items(stream: faust.StreamT[Any]) -> None:
-        """Item-partitioned learning: one worker owns each item's state and shares it."""
+        """Item-partitioned learning: one worker owns each item's state and shares it,
+        once per window (``send_items``)."""
         async for event in stream.events():
             msg = event.message
             if msg.partition not in owner_offsets:
                 owner_offsets[msg.partition] = await feed.applied_offset(msg.partition)
             if msg.offset <= owner_offsets[msg.partition]:
+                published[msg.partition] = max(msg.offset, published.get(msg.partition, -1))
                 continue  # replayed after a restart: already applied
             try:
                 deltas = decode_deltas(msg.value)
             except ValueError as exc:
                 log.warning("skipping a malformed item update: %s", exc)
-                continue
-            records = learn(deltas, worker.step.popularity, worker.items, worker.step.item_versions)
-            await feed.publish(records, msg.partition, msg.offset)
+                deltas = {}
+            records = await worker.call(
+                learn, deltas, worker.step.popularity, worker.items, worker.step.item_versions
+            )
+            window.add(records, msg.partition, msg.offset)
             owner_offsets[msg.partition] = msg.offset
             worker.stats.item_updates_done += 1
 
@@ -331,24 +299,32 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
         while not app.should_stop:
             try:
                 last_id, records = await feed.snapshot()
-                worker.apply_records(records)
-                worker.refresh_popular()
+                await worker.call(worker.apply_records, records)
+                await worker.refresh_popular_async()
                 while not app.should_stop:
                     last_id, records = await feed.follow(last_id)
-                    worker.apply_records(records)
+                    if records:
+                        await worker.call(worker.apply_records, records)
             except aioredis.RedisError as exc:
                 log.warning("item feed: %s; reloading in 1 s", exc)
                 await asyncio.sleep(1.0)
 
     @app.timer(s.popular_refresh_s, name="eddy.refresh_popular")
     async def refresh_popular() -> None:
-        worker.refresh_popular()
+        await worker.refresh_popular_async()
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        await process_buffer()
-        await commit_events()
-        worker.forget_partitions()
+        try:
+            await asyncio.wait_for(pipeline.drain(), REVOKE_WRITES_S)
+        except Exception as exc:  # the store is down: the next owner reads it again
+            log.warning("revoked with writes not done (%r): they are dropped", exc)
+        await publish_window()
+        await commit_offsets()
+        window.take()  # not published: the next owner learns it again (not committed)
+        published.clear()
+        pipeline.reset()
+        await worker.reset()
         owner_offsets.clear()
         committed.clear()
 
@@ -371,8 +347,11 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
     async def write_stats() -> None:
         key = s.key("stats", s.worker_id)
         owned = measure_lag()
+        if time.monotonic() - digest_at[0] >= DIGEST_INTERVAL_S:
+            digest_at[0] = time.monotonic()
+            digest[0] = await worker.call(worker.digest)  # on the step thread: it reads all
         try:
-            fields: Any = dict(stats_mapping(worker.stats, s.worker_id, worker.items))
+            fields: Any = dict(stats_mapping(worker.stats, s.worker_id, digest[0]))
             fields["events_partitions"] = str(owned)
             await redis_client.hset(key, mapping=fields)
             await redis_client.expire(key, 3600)
@@ -380,12 +359,24 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
             run_id = str(server.get("run_id", ""))
             if redis_run[0] is not None and run_id != redis_run[0]:
                 log.warning("Redis restarted (run id changed): writing item documents again")
-                worker.on_store_restart()
+                await worker.on_store_restart_async()
             redis_run[0] = run_id
         except aioredis.RedisError as exc:
             log.warning("could not write stats: %s", exc)
 
     app.timer(STATS_INTERVAL_S, name="eddy.stats")(write_stats)
+
+    @app.timer(STATS_INTERVAL_S, name="eddy.gc_freeze")
+    async def freeze_startup_objects() -> None:
+        recovery: Any = getattr(app.tables, "recovery", None)
+        if recovery is None or not recovery.completed.is_set():
+            return
+        ready = ready_at[0]
+        if ready is None:
+            ready = ready_at[0] = time.monotonic()
+        if time.monotonic() - ready < FREEZE_FOR_S:
+            gc.freeze()  # O(1); garbage alive now is kept: only the first minute's
+
     register_metrics(worker.stats, s.worker_id)
 
     @app.page("/metrics")
@@ -411,8 +402,13 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
             return self.json(body, status=200 if ready else 503)
 
     async def final_writes() -> None:
-        await process_buffer()
-        await commit_events()
+        """Process and write what can be, then commit it in any case."""
+        try:
+            await asyncio.wait_for(pipeline.drain(), SHUTDOWN_WRITES_S - 2.0)
+        except Exception as exc:  # the store or the broker is down
+            log.warning("stopping with writes not done (%r)", exc)
+        await publish_window()
+        await commit_offsets()
         await send_items()
         await write_stats()
 
@@ -427,6 +423,7 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
         for closing in (redis_client.aclose(), worker.sink.close()):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(closing, 1.0)
+        worker.close()
 
     app.on_before_shutdown.connect(final_flush)
 
@@ -439,8 +436,12 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
         catalog,
         process_events,
         process_items,
-        process_buffer,
+        pipeline.drain,
     )
+
+
+def _impressions_body(pending: list[dict[str, Any]]) -> bytes:
+    return json.dumps({"lists": pending}, separators=(",", ":")).encode()
 
 
 def load_prior(settings: Settings) -> ModelArtefact | None:

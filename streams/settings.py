@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.events import DEFAULT_MAX_FUTURE_SKEW_S, EventType, is_valid_id
 from models.profile import DEFAULT_EVENT_WEIGHTS
+from models.recommender import DEFAULT_PROTECTED_SLOTS
 from models.variants import Variant
 
 DEFAULT_ENV_FILE = ".eddy/dev.env"
@@ -172,6 +173,11 @@ class Settings(BaseSettings):
         default=0.0, ge=0, description="Epsilon decay: epsilon / (1 + decay * lists_published)."
     )
     min_epsilon: float = Field(default=0.0, ge=0, le=1, description="Floor of decayed epsilon.")
+    protected_slots: int = Field(
+        default=DEFAULT_PROTECTED_SLOTS,
+        ge=0,
+        description="The first slots of every list, which never explore (always greedy).",
+    )
     diversity: float = Field(
         default=0.05, ge=0, le=1, description="MMR diversity weight (0: pure relevance)."
     )

@@ -6,13 +6,9 @@ import time
 from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Histogram
-
-if TYPE_CHECKING:
-    from models.itemstate import ItemState
 
 FRESHNESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 RANK_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
@@ -121,13 +117,14 @@ class WorkerStats:
 
 
 def stats_mapping(
-    stats: WorkerStats, worker_id: str, items: ItemState | None = None
+    stats: WorkerStats, worker_id: str, digest: tuple[int, str] | None = None
 ) -> Mapping[str, str]:
-    """The stats snapshot as string fields for a Redis hash."""
+    """The stats snapshot as string fields for a Redis hash; ``digest``: (items learned
+    online, digest of the item state), from ``Worker.digest`` (costly: computed rarely,
+    on the step thread)."""
     snap = stats.snapshot()
     snap["worker_id"] = worker_id
-    if items is not None:
-        snap["online_item_vectors"] = items.online_items
-        snap["item_vectors_digest"] = items.digest()
+    if digest is not None:
+        snap["online_item_vectors"], snap["item_vectors_digest"] = digest
     snap["updated_at"] = time.time()
     return {k: str(v) for k, v in snap.items()}

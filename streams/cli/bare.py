@@ -1,7 +1,7 @@
 """The bench's baseline: a bare Faust agent on the events topic, ``json.loads`` only.
 
 ``python -m streams.cli.bare`` (settings from ``EDDY_*``, as for ``eddy worker``) runs a
-Faust app with the consumer configuration of the worker's (``streams.app.faust_app``:
+Faust app built by the worker's own configuration function (``streams.faustapp.faust_app``:
 broker, credentials, session and rebalance timeouts, static group membership, in-memory
 store, ``stream_wait_empty`` off, producer linger, web server on ``EDDY_WEB_HOST:
 EDDY_WEB_PORT`` with Faust's own views dropped; not the 2 s recovery delay, which only
@@ -23,10 +23,10 @@ from typing import Any, Final
 
 import faust
 
+from streams.faustapp import faust_app
 from streams.logs import logging_config
 from streams.redisclient import async_client
 from streams.settings import Settings, load_settings
-from streams.web import drop_faust_views
 
 STATS_INTERVAL_S: Final = 0.25
 STATS_TTL_S: Final = 3600
@@ -37,44 +37,10 @@ def stats_key(settings: Settings) -> str:
     return settings.key("bare", settings.worker_id)
 
 
-def _credentials(settings: Settings) -> Any:
-    if settings.kafka_security_protocol == "PLAINTEXT":
-        return None
-    from streams.app import broker_credentials  # the worker's, for TLS and SASL
-
-    return broker_credentials(settings)
-
-
 def bare_app(settings: Settings) -> faust.App:
-    """A Faust app with the consumer configuration of ``streams.app.faust_app``."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        settings.app_id,
-        broker=f"kafka://{settings.kafka_bootstrap}",
-        broker_credentials=_credentials(settings),
-        store="memory://",
-        datadir=str(settings.data_dir),
-        topic_partitions=settings.events_partitions,
-        topic_replication_factor=settings.replication_factor,
-        broker_session_timeout=settings.broker_session_timeout_s,
-        broker_rebalance_timeout=settings.broker_rebalance_timeout_s,
-        stream_wait_empty=False,
-        consumer_group_instance_id=settings.worker_id,
-        web_bind=settings.web_host,
-        web_port=settings.web_port,
-        web_host=settings.web_host,
-        key_serializer="raw",
-        value_serializer="raw",
-        autodiscover=False,
-        producer_linger=0.005,
-        web_router_enabled=False,
-        web_tables_enabled=False,
-        web_graph_enabled=False,
-        web_stats_enabled=False,
-        web_metrics_enabled=False,
-    )
-    drop_faust_views(app)
-    return app
+    """A Faust app with the worker's configuration (``streams.faustapp.faust_app``),
+    without the worker's 2 s recovery delay, which only delays the start."""
+    return faust_app(settings)
 
 
 def build_bare(settings: Settings) -> faust.App:

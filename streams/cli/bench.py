@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import cProfile
+import gc
 import http.client
 import json
 import math
@@ -88,6 +89,7 @@ from streams.app import STATS_INTERVAL_S
 from streams.cli.bare import stats_key as bare_stats_key
 from streams.cli.demo import stats, wait_processed
 from streams.cli.replay import ReplayStats, replay
+from streams.itemfeed import Window
 from streams.reader import connect
 from streams.settings import Settings, load_settings
 from streams.sink import MemorySink
@@ -113,7 +115,9 @@ PROBE_INTERVAL_S: Final = 0.02
 STALL_MS: Final = 10.0
 RANK_MAX_BATCHES: Final = 20
 SYNTHETIC_CATEGORIES: Final = 200
-SINGLE_BLAS: Final = "VectorRanker, 1 BLAS thread"
+DEFAULT_THREADS: Final = "VectorRanker, default BLAS/OpenMP threads"
+"""The ranker as it ran before the worker's step thread pinned BLAS and OpenMP to one
+thread (the ``VectorRanker`` rows run as the worker does, with one)."""
 SYNTHETIC_RECENT: Final = 10
 SYNTHETIC_AFFINITIES: Final = 4
 BARE_TIMEOUT_S: Final = 120.0
@@ -593,6 +597,7 @@ def process_in_process(
     items: Sequence[ItemUpsert],
     events: Sequence[Event],
     profiler: cProfile.Profile | None = None,
+    step_profiler: cProfile.Profile | None = None,
 ) -> dict[str, float]:
     """Run ``events`` through a fresh ``Worker`` (``MemorySink``) in micro-batches as the
     agent forms them, the owner's item learning applied per batch; events per CPU second
@@ -602,6 +607,12 @@ def process_in_process(
         worker = loaded_worker(settings, prior, items, loop)
         batches = inbound(worker, events, time.time() - BACKLOG_AGE_S)
         size = settings.batch_max_events
+        gc.collect()
+        gc.freeze()  # as the worker freezes its startup objects
+        # the step runs on the worker's step thread: ``step_profiler`` profiles it there
+        # (cProfile profiles the thread that enables it)
+        if step_profiler is not None:
+            loop.run_until_complete(worker.call(step_profiler.enable))
         cpu, wall = time.process_time(), time.perf_counter()
         with profiler or contextlib.nullcontext():
             for start in range(0, len(batches), size):
@@ -612,6 +623,10 @@ def process_in_process(
                 worker.impressions = []
                 worker.refresh_popular()
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        if step_profiler is not None:
+            loop.run_until_complete(worker.call(step_profiler.disable))
+        gc.unfreeze()
+        worker.close()
         return {"events_per_cpu_s": len(events) / cpu, "events_per_wall_s": len(events) / wall}
     finally:
         loop.close()
@@ -665,15 +680,17 @@ def profile(
 ) -> dict[str, Any]:
     """Where an event's time goes: the worker's code alone, timed and under cProfile."""
     rates = process_in_process(settings, prior, items, events)
-    profiler = cProfile.Profile(time.process_time)  # CPU time: other load does not count
-    process_in_process(settings, prior, items, events, profiler)
-    stats = pstats.Stats(profiler).get_stats_profile()
+    profiler = cProfile.Profile(time.thread_time)  # CPU time: other load does not count
+    on_step = cProfile.Profile(time.thread_time)
+    process_in_process(settings, prior, items, events, profiler, on_step)
+    stats = pstats.Stats(profiler).add(on_step).get_stats_profile()
     per_cpu_s = rates["events_per_cpu_s"]
     return {
         "method": (
             "live-mix events through one Worker in-process (MemorySink, micro-batches of "
             "EDDY_BATCH_MAX_EVENTS, the owner's item learning per batch), once timed "
-            "(CPU and wall) and once under cProfile"
+            "(CPU and wall) and once under cProfile with a per-thread CPU clock, on the "
+            "event-loop thread and on the step thread, merged"
         ),
         "events": len(events),
         "in_process_events_per_cpu_s": round(per_cpu_s, 1),
@@ -751,9 +768,13 @@ def time_ranker(
     budget: int,
 ) -> dict[str, Any]:
     """CPU (``time.process_time``, every thread) and wall time of ``rank_batch`` over
-    batches of ``lists`` different users, after one untimed warm-up batch."""
+    batches of ``lists`` different users, after one untimed warm-up batch; what is alive
+    is frozen out of the garbage collector first, as the worker freezes its startup
+    objects (``streams.app.FREEZE_FOR_S``)."""
     batches = max(1, min(RANK_MAX_BATCHES, budget // lists))
     ranker.rank_batch(list(islice(cycle(requests), lists)), items, now_ts)
+    gc.collect()
+    gc.freeze()
     cpu = wall = 0.0
     ring = cycle(requests)
     for _ in range(batches):
@@ -762,6 +783,7 @@ def time_ranker(
         ranker.rank_batch(chunk, items, now_ts)
         cpu += time.process_time() - c0
         wall += time.perf_counter() - w0
+    gc.unfreeze()
     n = batches * lists
     return {
         "lists_per_batch": lists,
@@ -805,7 +827,8 @@ def ranking(
                 ):
                     if lists > budget:
                         continue  # the reference ranks one list at a time: no batch gain
-                    row = time_ranker(ranker, requests, view, now_ts, lists, budget)
+                    with threadpool_limits(limits=1):  # as on the worker's step thread
+                        row = time_ranker(ranker, requests, view, now_ts, lists, budget)
                     rows.append(
                         {
                             "catalogue": "movielens",
@@ -814,16 +837,15 @@ def ranking(
                             **row,
                         }
                     )
-                # the same with one BLAS thread: how much of the CPU time is the
+                # the same with the default threads: how much of the CPU time is a
                 # second BLAS thread waiting on small matrix products
-                with threadpool_limits(limits=1, user_api="blas"):
-                    ranker = VectorRanker(settings.seed)
-                    row = time_ranker(ranker, requests, view, now_ts, lists, config.ranking_budget)
+                ranker = VectorRanker(settings.seed)
+                row = time_ranker(ranker, requests, view, now_ts, lists, config.ranking_budget)
                 rows.append(
                     {
                         "catalogue": "movielens",
                         "items": len(view.retriever),
-                        "ranker": SINGLE_BLAS,
+                        "ranker": DEFAULT_THREADS,
                         **row,
                     }
                 )
@@ -833,14 +855,15 @@ def ranking(
         with console.status(f"ranking: a synthetic catalogue of {n:,} items (building its index)…"):
             world, requests, now_ts = synthetic_world(n, users, cfg, worker.step.config.pool)
             for lists in config.ranking_lists:
-                row = time_ranker(
-                    VectorRanker(settings.seed),
-                    requests,
-                    world,
-                    now_ts,
-                    lists,
-                    config.ranking_budget,
-                )
+                with threadpool_limits(limits=1):  # as on the worker's step thread
+                    row = time_ranker(
+                        VectorRanker(settings.seed),
+                        requests,
+                        world,
+                        now_ts,
+                        lists,
+                        config.ranking_budget,
+                    )
                 rows.append({"catalogue": "synthetic", "items": n, "ranker": "VectorRanker", **row})
             del world, requests
     for row in rows:
@@ -914,24 +937,25 @@ def periodic(
             bodies = calls["send_items: drain_item_updates"].time(owner.drain_item_updates)
             pending, owner.impressions = owner.impressions, []
             calls["send_items: impressions JSON"].time(partial(_impressions_body, pending))
-            entries = []
-            for body in bodies.values():
+            learned = Window()
+            for n, body in enumerate(bodies.values()):
                 records = calls["learn_items: decode_deltas + learn (one message)"].time(
                     partial(_learn_message, owner, body)
                 )
-                records_published += len(records)
-                entries.append(
-                    calls["learn_items: encode records (feed entry)"].time(
-                        partial(encode_records, records)
-                    )
+                learned.add(records, n, 0)
+            records_published += len(learned.records)
+            entries = [
+                calls["send_items: encode the window's records (one feed entry)"].time(
+                    partial(encode_records, list(learned.records.values()))
                 )
+            ]
             for blob in entries:
                 calls["follow_items: decode + apply_records (one entry)"].time(
                     partial(_follow_entry, follower, blob)
                 )
             calls["refresh_popular (after applying records)"].time(follower.refresh_popular)
             calls["write_stats: stats_mapping"].time(
-                lambda: stats_mapping(owner.stats, settings.worker_id, owner.items)
+                lambda: stats_mapping(owner.stats, settings.worker_id, (0, "digest"))
             )
             windows += 1
         # a long-running worker has learned an online vector for every item it has seen:
@@ -941,9 +965,7 @@ def periodic(
             vector = owner.items.vector(item_id)
             if vector is not None:
                 owner.items.set_vector(item_id, vector)
-        calls["write_stats: stats_mapping, every item learned online"].time(
-            lambda: stats_mapping(owner.stats, settings.worker_id, owner.items)
-        )
+        calls["item digest, every item learned online (step thread, every 5 s)"].time(owner.digest)
     finally:
         loop.close()
     rows = {name: c.summary() for name, c in calls.items()}

@@ -23,8 +23,11 @@ from models.evaluation import (
     evaluate,
     summary_rows,
 )
+from models.exploration import ExploreConfig
+from models.exploration import explore as run_explore
 from models.popularity import half_life_seconds
 from models.profile import ProfileConfig
+from models.recommender import DEFAULT_EPSILON
 from models.training import TrainConfig
 
 console = Console()
@@ -98,6 +101,28 @@ def evaluate_command(
     bandit_epsilon: Annotated[
         float | None, typer.Option(help="Also replay the epsilon-greedy policy (CTR, IPS/SNIPS).")
     ] = None,
+    explore: Annotated[
+        bool,
+        typer.Option(
+            help="Also measure the price of exploring: Eddy's NDCG greedy vs epsilon-greedy, "
+            "and IPS/SNIPS/DR estimates with bootstrap intervals (docs/benchmarks.md)."
+        ),
+    ] = False,
+    explore_epsilons: Annotated[
+        str, typer.Option(help="Explore: the epsilons measured (comma-separated).")
+    ] = "0,0.05,0.1,0.2",
+    explore_protected: Annotated[
+        str, typer.Option(help="Explore: protected-slot counts estimated (comma-separated).")
+    ] = "0,1,2,3",
+    explore_logging_epsilon: Annotated[
+        float, typer.Option(help="Explore: epsilon of the logged lists, in (0, 0.5].")
+    ] = DEFAULT_EPSILON.epsilon0,
+    explore_draws: Annotated[
+        int, typer.Option(help="Explore: logged and direct lists per round.")
+    ] = 1,
+    explore_direct_protected: Annotated[
+        int, typer.Option(help="Explore (holdout): protected slots of the measured lists.")
+    ] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
     user_col: Annotated[str, typer.Option(help="Table: user column.")] = "user_id",
     item_col: Annotated[str, typer.Option(help="Table: item column.")] = "item_id",
@@ -144,6 +169,14 @@ def evaluate_command(
                 seed=seed,
             ),
         )
+        xcfg = ExploreConfig(
+            epsilons=_floats(explore_epsilons),
+            protected=tuple(int(p) for p in _floats(explore_protected)),
+            logging_epsilon=explore_logging_epsilon,
+            draws=explore_draws,
+            seed=seed,
+            direct_protected=explore_direct_protected,
+        )
     except ValueError as exc:
         err.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(code=1) from exc
@@ -163,7 +196,10 @@ def evaluate_command(
             if bandit_epsilon is not None
             else None
         )
+        price = run_explore(dataset, cfg, xcfg, held, progress) if explore else None
     show(results, cfg, bandit, bandit_epsilon)
+    if price is not None:
+        show_explore(price)
     if json_out is not None:
         doc: dict[str, Any] = {
             "dataset": dataset.name,
@@ -180,10 +216,15 @@ def evaluate_command(
             },
             "results": results,
             "bandit": None if bandit is None else {"epsilon": bandit_epsilon, **bandit},
+            "explore": price,
             "seconds": round(time.perf_counter() - started, 1),
         }
         json_out.write_text(json.dumps(doc, indent=1))
         console.print(f"wrote {json_out}")
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(x) for x in text.split(",") if x.strip())
 
 
 def _protocol(name: str) -> Protocol:
@@ -225,3 +266,40 @@ def show(
         for key, value in zip(bandit, summary_rows({"": bandit}, list(bandit))[0][1:], strict=True):
             table.add_row(key, value)
         console.print(table)
+
+
+def _ci(row: dict[str, Any], name: str) -> str:
+    return f"{row[name]:.4f} [{row[name + '_low']:.4f}, {row[name + '_high']:.4f}]"
+
+
+def show_explore(report: dict[str, Any]) -> None:
+    """Print the price of exploring: direct NDCG per epsilon, then the estimates."""
+    k = report["k"]
+    table = Table(
+        title=f"price of exploring, measured: NDCG@{k} per epsilon, protected "
+        f"{report['direct_protected']} "
+        f"({report['rounds']:,} rounds, {report['users']:,} users, 95% bootstrap CI)"
+    )
+    for name in ("epsilon", f"ndcg@{k}", "price (greedy - it)"):
+        table.add_column(name, justify="right")
+    for eps, row in report["direct"].items():
+        table.add_row(eps, _ci(row, "ndcg"), _ci(row, "price"))
+    console.print(table)
+    table = Table(
+        title=f"off-policy estimates of NDCG@{k} from lists logged at epsilon "
+        f"{report['logging_epsilon']} (logged NDCG {report['logged_ndcg']:.4f})"
+    )
+    for name in ("epsilon", "protected", "direct", "IPS", "SNIPS", "DR", "DR price"):
+        table.add_column(name, justify="right")
+    for row in report["estimates"]:
+        direct = row.get("direct_ndcg")
+        table.add_row(
+            str(row["epsilon"]),
+            str(row["protected"]),
+            "" if direct is None else f"{direct:.4f}",
+            _ci(row, "ips"),
+            _ci(row, "snips"),
+            _ci(row, "dr"),
+            _ci(row, "price_dr"),
+        )
+    console.print(table)

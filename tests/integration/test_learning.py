@@ -12,6 +12,7 @@ import redis
 from infra.devstack import free_port
 from models.events import ItemUpsert
 from models.reclist import RecList
+from models.recommender import DEFAULT_PROTECTED_SLOTS
 from streams.settings import Settings
 from tests.integration.groups import TITLES
 from tests.support import (
@@ -102,8 +103,10 @@ def test_exploration_fills_slots_with_exact_propensities(
     recs = wait_list(r, s, "eli", t)
     # Every catalog item but the one she clicked is a candidate: 9 of them, all listed.
     assert len(recs.items) == len(TITLES) - 1
-    assert all(i.reason == "exploring" for i in recs.items)
-    for n, item in enumerate(recs.items):  # each slot is uniform over what remains
+    top, rest = recs.items[:DEFAULT_PROTECTED_SLOTS], recs.items[DEFAULT_PROTECTED_SLOTS:]
+    assert all(i.reason != "exploring" and i.propensity == 1.0 for i in top)  # protected
+    assert all(i.reason == "exploring" for i in rest)
+    for n, item in enumerate(rest, len(top)):  # each free slot is uniform over what remains
         assert item.propensity == pytest.approx(1 / (len(TITLES) - 1 - n))
 
 

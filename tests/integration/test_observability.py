@@ -11,6 +11,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from models.reclist import RecList
+from models.recommender import DEFAULT_PROTECTED_SLOTS
 from models.variants import assign
 from streams.settings import Settings, VariantSettings
 from streams.topics import create_topics
@@ -51,7 +52,9 @@ def test_health_metrics_and_variants_on_a_running_worker(
     for user, recs in lists.items():
         expected = assign(user, s.variant_list(), "obs").name
         assert recs.variant == expected
-        assert all((i.reason == "exploring") == (expected == "bold") for i in recs.items)
+        free = recs.items[DEFAULT_PROTECTED_SLOTS:]  # the first slots never explore
+        assert all((i.reason == "exploring") == (expected == "bold") for i in free)
+        assert all(i.reason != "exploring" for i in recs.items[:DEFAULT_PROTECTED_SLOTS])
 
     def scraped() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
         status, text = get(s, "/metrics")

@@ -19,6 +19,7 @@ from models.bandit import (
     list_propensity,
     slot_propensity,
 )
+from models.recommender import DEFAULT_PROTECTED_SLOTS, RankConfig
 
 POOL = [
     Candidate("a", 0.9, reason="r-a"),
@@ -204,3 +205,62 @@ def test_bad_input_is_rejected() -> None:
         epsilon_greedy_rank(POOL, 1, 1.5, rng)
     with pytest.raises(ValueError, match="finite"):
         Candidate("a", float("nan"))
+
+
+# --- protected slots ------------------------------------------------------------------
+
+
+@settings(max_examples=200)
+@given(
+    pool=pools,
+    k=st.integers(0, 15),
+    eps=epsilons,
+    protected=st.integers(0, 16),
+    seed=st.integers(0, 2**32),
+)
+def test_protected_slots_are_greedy_and_certain(
+    pool: list[Candidate], k: int, eps: float, protected: int, seed: int
+) -> None:
+    slots = epsilon_greedy_rank(pool, k, eps, random.Random(seed), protected)
+    assert len(slots) == min(k, len(pool))
+    greedy = [c.item_id for c in greedy_order(pool)]
+    assert [s.item_id for s in slots[:protected]] == greedy[: min(protected, len(slots))]
+    for s in slots:
+        rest = remaining_before(pool, slots, s.position)
+        if s.position < protected:
+            assert not s.explored
+            assert s.propensity == 1.0
+        else:
+            assert s.propensity == slot_propensity(s.item_id, rest, eps)
+            if not s.explored:
+                assert s.item_id == greedy_order(rest)[0].item_id
+
+
+def test_after_the_protected_slots_exploration_follows_its_propensities() -> None:
+    """epsilon 1, two protected slots: slots 0-1 always greedy, slot 2 uniform."""
+    rng = random.Random(5)
+    third: Counter[str] = Counter()
+    draws = 8_000
+    for _ in range(draws):
+        slots = epsilon_greedy_rank(POOL, 3, 1.0, rng, protected=2)
+        assert [s.item_id for s in slots[:2]] == ["a", "b"]
+        assert [s.propensity for s in slots] == [1.0, 1.0, 1 / 2]
+        third[slots[2].item_id] += 1
+    assert set(third) == {"c", "d"}
+    assert third["c"] / draws == pytest.approx(0.5, abs=0.03)
+
+
+def test_protected_slots_still_draw_one_coin_each() -> None:
+    """The stream of random numbers does not depend on ``protected``."""
+    a, b = random.Random(9), random.Random(9)
+    epsilon_greedy_rank(POOL, 3, 0.0, a, protected=0)
+    epsilon_greedy_rank(POOL, 3, 0.0, b, protected=3)
+    assert a.random() == b.random()
+    with pytest.raises(ValueError, match="protected"):
+        epsilon_greedy_rank(POOL, 3, 0.1, a, protected=-1)
+
+
+def test_rank_config_protects_the_default_slots_and_rejects_negative_ones() -> None:
+    assert RankConfig().protected_slots == DEFAULT_PROTECTED_SLOTS == 2
+    with pytest.raises(ValueError, match="protected_slots >= 0"):
+        RankConfig(protected_slots=-1)

@@ -130,6 +130,32 @@ def test_exploring_propensities_are_exact(ranker: Ranker, epsilon: float) -> Non
     assert first[other] / runs == pytest.approx(epsilon / pool, abs=0.03)
 
 
+@pytest.mark.parametrize("protected", [1, 2])
+def test_protected_slots_never_explore(ranker: Ranker, protected: int) -> None:
+    """At epsilon 1 the protected slots hold the greedy items with propensity 1 and
+    every later slot is uniform over what remains: propensity 1 / remaining."""
+    view = world()
+    cfg = dataclasses.replace(CFG, k=5, epsilon=EpsilonSchedule(1.0), protected_slots=protected)
+    fan = action_fan()
+    greedy_cfg = dataclasses.replace(cfg, epsilon=EpsilonSchedule(0.0))
+    (greedy,) = ReferenceRanker().rank_batch([request(fan, greedy_cfg)], view, NOW)
+    (whole,) = ReferenceRanker().rank_batch(
+        [request(fan, dataclasses.replace(greedy_cfg, k=1000))], view, NOW
+    )
+    pool = len(whole)
+    later: Counter[str] = Counter()
+    for seed in range(300):
+        made = type(ranker)(seed) if isinstance(ranker, VectorRanker) else ranker
+        (lst,) = made.rank_batch([request(fan, cfg, seed=seed)], view, NOW)
+        assert [i.item_id for i in lst[:protected]] == [i.item_id for i in greedy[:protected]]
+        assert all(i.propensity == 1.0 and i.reason != EXPLORING for i in lst[:protected])
+        for position, item in enumerate(lst[protected:], protected):
+            assert item.reason == EXPLORING
+            assert item.propensity == pytest.approx(1 / (pool - position))
+        later[lst[protected].item_id] += 1
+    assert len(later) > 3  # the first free slot really explores
+
+
 def test_an_empty_batch_and_an_empty_world(ranker: Ranker) -> None:
     assert ranker.rank_batch([], world(), NOW) == []
     empty = world(global_top=(), category_top={})

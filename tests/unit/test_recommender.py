@@ -63,7 +63,7 @@ LEGACY_BLEND = {
 }
 """The blend these tests were written for (the vector, category and popularity terms
 weighted as before the item-item model), pinned so they test its rules, not defaults."""
-CFG = RankConfig(k=50, epsilon=GREEDY, **LEGACY_BLEND)  # type: ignore[arg-type]
+CFG = RankConfig(k=50, epsilon=GREEDY, protected_slots=0, **LEGACY_BLEND)  # type: ignore[arg-type]
 
 
 def world(retriever: Retriever | None = None, **changes: object) -> SimpleItemView:

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from models.datasets import Dataset
 from models.events import EventType
 from models.reclist import RecList
+from models.recommender import DEFAULT_PROTECTED_SLOTS
 from models.step import Inbound
 from models.training import TrainConfig, train
 from models.variants import Variant, assign, bucket
@@ -121,14 +122,15 @@ def test_each_variant_ranks_with_its_own_settings_and_is_counted(
     lists = {u: stored(u) for u in users}
     for user, recs in lists.items():
         assert recs.variant == expected[user]
-        explored = {i.reason == "exploring" for i in recs.items}
-        assert explored == {expected[user] == "explore"}
+        explored = [i.reason == "exploring" for i in recs.items]
+        free = len(explored) - DEFAULT_PROTECTED_SLOTS  # the first slots never explore
+        assert explored == [False] * DEFAULT_PROTECTED_SLOTS + [expected[user] == "explore"] * free
     n_greedy = sum(1 for v in expected.values() if v == "greedy")
     assert proc.stats.variant_impressions == {
         "greedy": 3 * n_greedy,
         "explore": 3 * (12 - n_greedy),
     }
-    assert proc.stats.explored_slots == 3 * (12 - n_greedy)
+    assert proc.stats.explored_slots == (3 - DEFAULT_PROTECTED_SLOTS) * (12 - n_greedy)
     # a click and a purchase on listed items, carrying the list's rec_id, count for its variant
     clicker = next(u for u in users if expected[u] == "explore")
     recs = lists[clicker]
