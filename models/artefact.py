@@ -2,7 +2,9 @@
 
 A ``ModelArtefact`` holds the collaborative item vectors (L2-normalised float32), the
 time-decayed popularity at the end of the training data (``models.popularity`` entries),
-the item categories, the content model for brand-new items and the training metrics.
+the item categories, the content model for brand-new items, the item-item model
+(``models.itemitem``, a sparse CSR matrix stored as its three arrays), the pre-trained
+sequential rules (``models.transitions``) and the training metrics.
 
 On disk it is two files named for its version, plus a pointer::
 
@@ -32,6 +34,8 @@ import numpy as np
 import numpy.typing as npt
 
 from models.content import ContentModel
+from models.itemitem import ItemItem
+from models.transitions import Transitions
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -74,6 +78,10 @@ class ModelArtefact:
     item_categories: dict[str, list[str]] = field(repr=False)
     content: ContentModel | None = field(repr=False)
     metrics: dict[str, Any] = field(default_factory=dict)
+    item_item: ItemItem | None = field(default=None, repr=False)
+    """Pruned EASE item-item weights (``models.itemitem``); None in older artefacts."""
+    transitions: Transitions | None = field(default=None, repr=False)
+    """Pre-trained sequential rules (``models.transitions``); None in older artefacts."""
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -161,6 +169,10 @@ def _arrays(art: ModelArtefact) -> dict[str, Any]:
     if art.content is not None:
         for name, arr in art.content.to_arrays().items():
             arrays[_CONTENT_PREFIX + name] = arr
+    if art.item_item is not None:
+        arrays |= art.item_item.to_arrays()
+    if art.transitions is not None:
+        arrays |= art.transitions.to_arrays()
     return arrays
 
 
@@ -314,6 +326,8 @@ def load(path: str | os.PathLike[str]) -> ModelArtefact:
             },
             content=_content(arrays, meta.get("content")),
             metrics=dict(meta.get("metrics", {})),
+            item_item=ItemItem.from_arrays(arrays),
+            transitions=Transitions.from_arrays(arrays),
         )
     except ArtefactError as exc:
         raise ArtefactError(f"{manifest_path}: {exc}") from None

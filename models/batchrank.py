@@ -38,6 +38,7 @@ from models.recommender import (
     recommend,
 )
 from models.rerank import ShownCounter
+from models.signals import Signals, contributions, history_signals, top_contributor
 
 CHUNK = 64
 """Users ranked in one set of arrays: larger chunks stop fitting the CPU caches."""
@@ -138,6 +139,11 @@ class _Features:
         self.unit, self.has, self.content = unit, has, content
         self.qual, self.fresh, self.pop, self.cats = qual, fresh, pop, cats
         self.available = available
+        ii_index = items.item_item.row if items.item_item is not None else {}
+        self.ii_col = np.fromiter(
+            (ii_index.get(item_id, -1) for item_id in [*ids, ""]), np.int64, n + 1
+        )
+        """Each row's item-item column (-1: not in the item-item model, and padding)."""
         self.pad = n
         self.columns: dict[str, int] = {}
         """Category -> its column in ``category_matrix`` and in a user's shares."""
@@ -181,9 +187,23 @@ class VectorRanker:
                 out[i] = items_i
         return out
 
-    def _rank_group(
+    def pools(
+        self, requests: Sequence[RankRequest], items: ItemView, now_ts: float
+    ) -> list[list[str]]:
+        """Each request's candidate pool (every source, available items only), unranked:
+        what retrieval hands the ranker (``models.recall``)."""
+        out: list[list[str]] = []
+        for r in requests:
+            _, _, _, (gathered,) = self._gather([r], items, now_ts, r.cfg)
+            out.append([i for i in gathered if items.available(i)])
+        return out
+
+    def _gather(
         self, requests: Sequence[RankRequest], items: ItemView, now_ts: float, cfg: RankConfig
-    ) -> list[list[RecItem]]:
+    ) -> tuple[
+        npt.NDArray[np.float64], list[Signals], list[dict[str, float]], list[dict[str, None]]
+    ]:
+        """User vectors, history signals, category shares and candidates."""
         dim = items.retriever.dim
         b = len(requests)
         users = np.zeros((b, dim), dtype=np.float64)
@@ -215,6 +235,16 @@ class VectorRanker:
             )
             for i, row in zip(searching, found, strict=True):
                 hits[i] = [item_id for item_id, _ in row]
+        signals = history_signals(
+            items.item_item,
+            items.transitions,
+            [r.profile.recent for r in requests],
+            excludes,
+            cfg.history_half_life,
+            cfg.history_boost,
+            cfg.n_item_candidates,
+            cfg.n_sequence_candidates,
+        )
         shares: list[dict[str, float]] = []
         gathered: list[dict[str, None]] = []
         for i, r in enumerate(requests):
@@ -224,6 +254,8 @@ class VectorRanker:
             shares.append(share)
             top_cats = [c for c, w in profile.top_categories(cfg.n_categories) if w > 0]
             ids: dict[str, None] = dict.fromkeys(hits[i])
+            ids.update(dict.fromkeys(signals[i].ii_top))
+            ids.update(dict.fromkeys(signals[i].seq_top))
             for cat in top_cats:
                 ids.update(
                     dict.fromkeys(
@@ -241,6 +273,13 @@ class VectorRanker:
                     ]
                     ids.update(dict.fromkeys(_first(fresh_ids, cfg.n_new, exclude)))
             gathered.append(ids)  # every source already left ``exclude`` out
+        return users, signals, shares, gathered
+
+    def _rank_group(
+        self, requests: Sequence[RankRequest], items: ItemView, now_ts: float, cfg: RankConfig
+    ) -> list[list[RecItem]]:
+        b = len(requests)
+        users, signals, shares, gathered = self._gather(requests, items, now_ts, cfg)
         history = {h for r in requests for h in r.profile.recent[: cfg.history_for_reasons]}
         union = sorted(set().union(*gathered) | history)
         feats = _Features(items, union, now_ts, cfg)
@@ -260,6 +299,7 @@ class VectorRanker:
                     pools[part],
                     row_lists[part],
                     shares[part],
+                    signals[part],
                     feats,
                     cfg,
                     items,
@@ -274,6 +314,7 @@ class VectorRanker:
         pools: Sequence[list[str]],
         row_lists: Sequence[npt.NDArray[np.int64]],
         shares: Sequence[dict[str, float]],
+        signals: Sequence[Signals],
         feats: _Features,
         cfg: RankConfig,
         items: ItemView,
@@ -293,8 +334,18 @@ class VectorRanker:
         user_shares = feats.shares(shares)  # (b, columns + 1); column -1 is zero
         item_cats = feats.category_matrix[rows]  # (b, width, cats per item)
         aff = np.minimum(1.0, user_shares[np.arange(b)[:, None, None], item_cats].sum(axis=2))
+        ii = np.zeros((b, width))
+        seq = np.zeros((b, width))
+        for i, sig in enumerate(signals):
+            n_i = len(pools[i])
+            if sig.ii_scale > 0:
+                ii[i, :n_i] = sig.item_item_terms(feats.ii_col[row_lists[i]])
+            if sig.seq:
+                seq[i, :n_i] = [sig.sequence_term(item_id) for item_id in pools[i]]
         score = (
-            cfg.w_similarity * sim
+            cfg.w_item * ii
+            + cfg.w_sequence * seq
+            + cfg.w_similarity * sim
             + cfg.w_quality * feats.qual[rows]
             + cfg.w_affinity * aff
             + cfg.w_popularity * feats.pop[rows]
@@ -319,8 +370,9 @@ class VectorRanker:
             if not picks:
                 lists.append([])
                 continue
+            terms = (sim[i], aff[i], ii[i], seq[i])
             reasons = self._reasons(
-                r.profile, pool, picks, feats, shares[i], sim[i], aff[i], cfg, items
+                r.profile, pool, picks, feats, shares[i], terms, signals[i], cfg, items
             )
             lists.append(
                 [
@@ -428,12 +480,26 @@ class VectorRanker:
         picks: Sequence[tuple[int, float, float, bool]],
         feats: _Features,
         shares: Mapping[str, float],
-        sim: npt.NDArray[np.float64],
-        aff: npt.NDArray[np.float64],
+        terms: tuple[npt.NDArray[np.float64], ...],
+        sig: Signals,
         cfg: RankConfig,
         items: ItemView,
     ) -> list[str]:
-        history = profile.recent[: cfg.history_for_reasons]
+        sim, aff, ii, seq = terms
+        full = profile.recent
+        cols = [c for c, *_ in picks]
+        shares_of = contributions(
+            items.item_item,
+            items.transitions,
+            full,
+            [pool[c] for c in cols],
+            sig,
+            cfg.history_half_life,
+            cfg.history_boost,
+            cfg.w_item,
+            cfg.w_sequence,
+        )
+        history = full[: cfg.history_for_reasons]
         hist_rows = np.fromiter(map(feats.row.__getitem__, history), np.int64, len(history))
         hist_ok = feats.has[hist_rows]
         pick_rows = np.fromiter((feats.row[pool[c]] for c, *_ in picks), np.int64, len(picks))
@@ -441,7 +507,8 @@ class VectorRanker:
         if hist_ok.any():  # the history item nearest each pick (ties: the most recent)
             sims = feats.unit[pick_rows] @ feats.unit[hist_rows].T
             nearest = np.argmax(np.where(hist_ok[None, :], sims, -np.inf), axis=1).tolist()
-        sim_terms = (cfg.w_similarity * sim[[c for c, *_ in picks]]).tolist()
+        sim_terms = (cfg.w_similarity * sim[cols]).tolist()
+        history_terms = (cfg.w_item * ii[cols] + cfg.w_sequence * seq[cols]).tolist()
         reasons: list[str] = []
         for n, (col, _, _, explored) in enumerate(picks):
             if explored:
@@ -457,11 +524,15 @@ class VectorRanker:
                 continue
             sim_term = sim_terms[n]
             clicked = None
-            if sim_term > 0 and feats.has[row] and nearest:
+            best = top_contributor(shares_of[n])
+            if best is not None:
+                hist = full[best]
+                clicked = clicked_reason(items.title(hist) or hist)
+            elif sim_term > 0 and feats.has[row] and nearest:
                 hist = history[nearest[n]]
                 clicked = clicked_reason(items.title(hist) or hist)
             pop = float(feats.pop[row])
-            if clicked is not None and sim_term >= max(
+            if clicked is not None and history_terms[n] + sim_term >= max(
                 cfg.w_affinity * float(aff[col]), cfg.w_popularity * pop
             ):
                 reasons.append(clicked)

@@ -129,6 +129,10 @@ class EddyRecommender:
         doc = out.lists.get(user_id)
         return [] if doc is None else list(doc.items)
 
+    def candidates(self, user_id: str, exclude: Collection[str] = ()) -> list[str]:
+        """The candidate pool the worker would rank ``user_id``'s list from."""
+        return self._state().candidates(user_id, frozenset(exclude))
+
     def _state(self) -> WorkerStep:
         if self.step is None:
             raise RuntimeError("call fit() before observe() or recommend()")

@@ -16,6 +16,10 @@ weighting, tuned on YOOCHOOSE validation), ``ease`` (lambda tuned inside every `
 split of the training part), ``vsknn`` and ``sr`` (session baselines, tuned on YOOCHOOSE
 validation), and Eddy frozen and online.
 
+For Eddy the results also hold ``pool_recall``: the share of test items in the
+candidate pool its ranker scored (``models.recall``), so a loss in retrieval and a loss
+in ranking can be told apart.
+
 Intra-list diversity is measured for every model in one space: cosine of the item
 vectors of Eddy's model pre-trained on the training part.
 
@@ -191,7 +195,9 @@ def evaluate(
         similarity = _cosine(yardstick)
     results: dict[str, dict[str, float]] = {}
     for name in cfg.models:
-        model = TimedFit(make_model(name, dataset, cfg))
+        made = make_model(name, dataset, cfg)
+        model = TimedFit(made)
+        pools = made.candidates if isinstance(made, EddyRecommender) else None
         report = _reporter(progress, name)
         if cfg.protocol == "prequential":
             stream = train + held
@@ -202,6 +208,7 @@ def evaluate(
                 warmup=len(train),
                 progress=_of_total(report, len(stream)),
                 score_new_users=not cfg.skip_new_users,
+                pools=pools,
             )
         else:
             results[name] = evaluate_holdout(
@@ -212,6 +219,7 @@ def evaluate(
                 catalog=catalog,
                 progress=report,
                 similarity=similarity,
+                pools=pools,
             )
         results[name].update(model.report())
     return results

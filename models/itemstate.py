@@ -18,10 +18,12 @@ import numpy as np
 
 from models.artefact import ModelArtefact
 from models.events import ItemUpsert
+from models.itemitem import ItemItem
 from models.online import co_occurrence_step
 from models.popularity import Ranked
 from models.quality import ItemQuality
 from models.retrieval import FaissRetriever, Retriever
+from models.transitions import Transitions
 
 ONLINE_LR = 0.05
 """Learning rate of the online co-occurrence step."""
@@ -50,6 +52,7 @@ class ItemState:
         self._new: dict[str, deque[str]] = {}
         self._online: set[str] = set()
         self._quality = ItemQuality()
+        self._transitions = None if artefact.transitions is None else artefact.transitions.copy()
         self.global_top: Ranked = []
         self.category_top: Mapping[str, Ranked] = {}
 
@@ -61,6 +64,15 @@ class ItemState:
     @property
     def quality(self) -> ItemQuality:
         return self._quality
+
+    @property
+    def item_item(self) -> ItemItem | None:
+        return self._artefact.item_item
+
+    @property
+    def transitions(self) -> Transitions | None:
+        """The artefact's sequential rules, extended online by this worker's step."""
+        return self._transitions
 
     def categories(self, item_id: str) -> Sequence[str]:
         doc = self._catalog.get(item_id)

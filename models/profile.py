@@ -44,7 +44,7 @@ class ProfileConfig:
         default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS)
     )
     half_life_s: float = 30 * 86_400.0
-    history_size: int = 50
+    history_size: int = 500
     max_categories: int = 32
     max_purchased: int = 200
 

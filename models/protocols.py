@@ -21,8 +21,11 @@ from models.baselines import Recommender
 from models.datasets import split_by_time
 from models.events import Event
 from models.metrics import MetricAccumulator, catalog_coverage, intra_list_diversity, novelty
+from models.recall import pool_recall
 
 Split = tuple[list[Event], list[Event]]
+Pools = Callable[[str, Collection[str]], Collection[str]]
+"""``pools(user_id, exclude)``: the candidate pool a model would rank for the user."""
 
 
 def time_key(event: Event) -> tuple[float, str, str]:
@@ -111,6 +114,7 @@ def evaluate_holdout(
     catalog: Collection[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
     similarity: Callable[[str, str], float] | None = None,
+    pools: Pools | None = None,
 ) -> dict[str, float]:
     """Fit ``model`` on ``train`` and score its top-``max(ks)`` list for every test user.
 
@@ -127,6 +131,9 @@ def evaluate_holdout(
     ``"users"`` (test users scored) and ``"cold_users"`` (of them, without train events).
     With ``similarity`` (of two items, in [0, 1]) it adds ``"diversity@k"``, the mean
     intra-list diversity. ``progress(done, total)`` is called after each test user.
+    With ``pools`` (the model's candidate pool for a user and their exclusions) it adds
+    ``"pool_recall"``: the share of the test items in their user's pool
+    (``models.recall.pool_recall``, micro), what retrieval lets the ranker reach.
     """
     cutoffs = _check_ks(ks)
     model.fit(train)
@@ -134,6 +141,8 @@ def evaluate_holdout(
     relevant = items_by_user(test)
     accumulator = MetricAccumulator(ks=cutoffs)
     lists: list[list[str]] = []
+    found: list[Collection[str]] = []
+    targets: list[Collection[str]] = []
     cold = 0
     for n, user in enumerate(sorted(relevant), 1):
         exclude = seen.get(user, set())
@@ -141,6 +150,9 @@ def evaluate_holdout(
         recommended = model.recommend(user, cutoffs[-1], exclude=exclude)
         accumulator.add(recommended, relevant[user])
         lists.append(recommended)
+        if pools is not None:
+            found.append(set(pools(user, exclude)))
+            targets.append(relevant[user])
         if progress is not None:
             progress(n, len(relevant))
     result = accumulator.result()
@@ -160,6 +172,8 @@ def evaluate_holdout(
             ild = [intra_list_diversity(rec[:k], similarity) for rec in lists if len(rec) > 1]
             result[f"diversity@{k}"] = sum(ild) / len(ild) if ild else 0.0
     result["cold_users"] = cold
+    if pools is not None:
+        result["pool_recall"] = pool_recall(found, targets)
     return result
 
 
@@ -172,6 +186,7 @@ def evaluate_prequential(
     *,
     exclude_seen: bool = True,
     score_new_users: bool = True,
+    pools: Pools | None = None,
 ) -> dict[str, float]:
     """Test-then-train: predict each event from what came before it, then learn from it.
 
@@ -190,7 +205,9 @@ def evaluate_prequential(
     ``"first_events"`` and still observed.
 
     Returns ``{"hr@k", "mrr@k", "ndcg@k" for each k, "events": scored events,
-    "users": distinct users scored, "warmup": warmup, "repeats": ...}``.
+    "users": distinct users scored, "warmup": warmup, "repeats": ...}``, and with
+    ``pools`` ``"pool_recall"``: the share of scored events whose item was in the
+    user's candidate pool at that moment (``models.recall.pool_recall``).
     """
     cutoffs = _check_ks(ks)
     if not 0 <= warmup <= len(events):
@@ -205,6 +222,8 @@ def evaluate_prequential(
         progress(warmup)
     accumulator = MetricAccumulator(ks=cutoffs, metrics=("hr", "mrr", "ndcg"))
     users: set[str] = set()
+    found: list[Collection[str]] = []
+    targets: list[Collection[str]] = []
     repeats = first = 0
     known: set[str] = {e.user_id for e in ordered[:warmup]}
     empty: frozenset[str] = frozenset()
@@ -217,6 +236,9 @@ def evaluate_prequential(
         else:
             recommended = model.recommend(event.user_id, cutoffs[-1], exclude=history)
             accumulator.add(recommended, (event.item_id,))
+            if pools is not None:
+                found.append(set(pools(event.user_id, history)))
+                targets.append((event.item_id,))
             users.add(event.user_id)
         model.observe(event)
         known.add(event.user_id)
@@ -230,4 +252,6 @@ def evaluate_prequential(
     result["warmup"] = warmup
     result["repeats"] = repeats
     result["first_events"] = first
+    if pools is not None:
+        result["pool_recall"] = pool_recall(found, targets)
     return result

@@ -7,16 +7,25 @@ and all randomness comes from the injected ``EpsilonGreedyRanker``.
 Pipeline for one user:
 
 1. **Candidates**: the retriever's top ``n_candidates`` for the user vector (if any),
-   the popular items of the user's ``n_categories`` strongest categories, the globally
-   trending items, and the items first seen within ``new_item_window_s`` in those
-   categories (``ItemView.new_items``).
+   the ``n_item_candidates`` best items by item-item score of the user's history (the
+   union of the history items' neighbour lists, ``models.signals``), the
+   ``n_sequence_candidates`` best by sequential score (the rules of the newest history
+   items), the popular items of the user's ``n_categories`` strongest categories, the
+   globally trending items, and the items first seen within ``new_item_window_s`` in
+   those categories (``ItemView.new_items``).
 2. **Filter**: unavailable, purchased and recently interacted items are dropped
    (``models.rerank.filter_candidates``).
 3. **Exploit score** (the blend; every term is in [-1, 1] or [0, 1])::
 
-       score = w_similarity * sim + w_quality * qual + w_affinity * aff
-             + w_popularity * pop + w_freshness * fresh
+       score = w_item * ii + w_sequence * seq + w_similarity * sim + w_quality * qual
+             + w_affinity * aff + w_popularity * pop + w_freshness * fresh
 
+   * ``ii``: the item-item score ``s(j)`` of the user's history (``models.itemitem``,
+     recency weights with ``history_half_life`` and ``history_boost``) divided by the
+     best positive ``s`` of any item not left out, clipped to [-1, 1] (0 without an
+     item-item model).
+   * ``seq``: the sequential score ``t(j)`` (``models.transitions``): the share of what
+     followed the newest history items that was ``j``, weighted by position (0..1.84).
    * ``sim``: cosine of the user vector and the item vector (0 without either),
      times ``content_discount`` when the item's vector comes from the content model
      only (``docs/model-choice.md``: content vectors must not compete equally with CF).
@@ -38,10 +47,14 @@ Pipeline for one user:
 
 Reasons (product-displayable), first match wins: ``"exploring"`` for a slot the
 exploration coin filled; ``"new in <category>"`` for a fresh item in a category the
-user likes; ``"because you clicked <title>"`` (the recent history item nearest to the
-item by vector) when similarity is the largest term; ``"popular in <category>"`` for a
-popular item in a category the user likes; ``"because you clicked ..."`` for any other
-positively similar item; ``"popular in <category>"`` for any other item in a liked
+user likes; ``"because you clicked <title>"`` when the history terms together
+(``w_item * ii + w_sequence * seq + w_similarity * sim``) are at least the affinity and
+the popularity terms: it names the history item contributing most to the item's
+item-item and sequential terms (``models.signals.contributions``; ties: the most
+recent), or, when no history item contributes, the recent history item nearest to the
+item by vector if ``sim > 0``; ``"popular in <category>"`` for a popular item in a
+category the user likes; ``"because you clicked ..."`` for any other item with such a
+history item; ``"popular in <category>"`` for any other item in a liked
 category; ``"trending"`` otherwise. A brand-new user (no vector, no
 affinities) therefore gets the trending list, with reason ``"trending"``.
 """
@@ -59,12 +72,15 @@ import numpy as np
 import numpy.typing as npt
 
 from models.bandit import Candidate, EpsilonGreedyRanker, EpsilonSchedule
+from models.itemitem import ItemItem
 from models.popularity import Ranked
 from models.profile import UserProfile
 from models.quality import ItemQuality
 from models.reclist import RecItem
 from models.rerank import decay_repeats, filter_candidates, mmr
 from models.retrieval import Retriever
+from models.signals import Signals, contributions, history_signals, top_contributor
+from models.transitions import Transitions
 
 EXPLORING: Final = "exploring"
 TRENDING: Final = "trending"
@@ -93,18 +109,32 @@ class RankConfig:
     k: int = 20
     n_candidates: int = 100
     """Retrieval top-n for the user vector."""
-    w_similarity: float = 1.0
-    w_quality: float = 0.5
-    w_affinity: float = 0.5
-    w_popularity: float = 0.3
+    n_item_candidates: int = 100
+    """Best items by item-item score taken as candidates."""
+    n_sequence_candidates: int = 50
+    """Best items by sequential score taken as candidates."""
+    history_half_life: float = 1.0
+    """Recency of the item-item history weights, in history positions (0: flat)."""
+    history_boost: float = 3.0
+    """Extra weight of the newest history item (``models.itemitem.history_weights``)."""
+    w_item: float = 1.0
+    w_sequence: float = 10.0
+    w_similarity: float = 0.1
+    w_quality: float = 0.05
+    w_affinity: float = 0.05
+    w_popularity: float = 0.05
     w_freshness: float = 0.2
+    """Blend weights, chosen on validation splits (``docs/model-choice.md``): the
+    item-item and sequential terms carry the ranking; the others break its ties and
+    rank users without a history."""
     content_discount: float = 0.5
     """Multiplier on the similarity of items whose vector comes from the content model."""
     new_item_window_s: float = 7 * 86_400.0
-    diversity: float = 0.2
+    diversity: float = 0.05
     """MMR weight in [0, 1] (0 = by score only)."""
-    repeat_factor: float = 0.8
-    """Score multiplier per previous show, in (0, 1]."""
+    repeat_factor: float = 1.0
+    """Score multiplier per previous show, in (0, 1] (1: no decay; 0.8 cost next-click
+    accuracy on YOOCHOOSE validation, ``docs/model-choice.md``)."""
     epsilon: EpsilonSchedule = DEFAULT_EPSILON
     """Exploration schedule for ``make_ranker`` (``recommend`` uses the ranker it is given)."""
     protected_slots: int = DEFAULT_PROTECTED_SLOTS
@@ -121,13 +151,32 @@ class RankConfig:
     """Recent history items searched for the nearest one named in a reason."""
 
     def __post_init__(self) -> None:
-        ints = ("k", "n_candidates", "n_categories", "per_category", "n_trending", "n_new")
+        ints = (
+            "k",
+            "n_candidates",
+            "n_item_candidates",
+            "n_sequence_candidates",
+            "n_categories",
+            "per_category",
+            "n_trending",
+            "n_new",
+        )
         problems = [f"{name} >= 0" for name in ints if getattr(self, name) < 0]
         if self.protected_slots < 0:
             problems.append("protected_slots >= 0")
         if self.history_for_reasons < 1:
             problems.append("history_for_reasons >= 1")
-        weights = ("w_similarity", "w_quality", "w_affinity", "w_popularity", "w_freshness")
+        weights = (
+            "w_item",
+            "w_sequence",
+            "w_similarity",
+            "w_quality",
+            "w_affinity",
+            "w_popularity",
+            "w_freshness",
+            "history_half_life",
+            "history_boost",
+        )
         for name in weights:
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
@@ -180,6 +229,16 @@ class ItemView(Protocol):
     def quality(self) -> ItemQuality: ...
 
     @property
+    def item_item(self) -> ItemItem | None:
+        """The pre-trained item-item model (None: no item-item term)."""
+        ...
+
+    @property
+    def transitions(self) -> Transitions | None:
+        """The sequential rules, learning online (None: no sequential term)."""
+        ...
+
+    @property
     def global_top(self) -> Ranked: ...
 
     @property
@@ -199,6 +258,8 @@ class SimpleItemView:
     quality: ItemQuality = field(default_factory=ItemQuality)
     global_top: Ranked = ()
     category_top: Mapping[str, Ranked] = field(default_factory=dict)
+    item_item: ItemItem | None = None
+    transitions: Transitions | None = None
 
     def categories(self, item_id: str) -> Sequence[str]:
         return self.item_categories.get(item_id, ())
@@ -228,6 +289,8 @@ class SimpleItemView:
 class _Terms:
     """The blend's inputs for one candidate (unweighted)."""
 
+    ii: float
+    seq: float
     sim: float
     qual: float
     aff: float
@@ -296,6 +359,7 @@ class _Pool:
         self.global_pop = dict(items.global_top)
         self._cat_pop: dict[str, dict[str, float]] = {}
         self.vectors: dict[str, npt.NDArray[np.float64]] = {}
+        self.signals = Signals()
 
     def category_pop(self, cat: str) -> dict[str, float]:
         pop = self._cat_pop.get(cat)
@@ -310,6 +374,18 @@ class _Pool:
         if self.user is not None and cfg.n_candidates > 0 and len(items.retriever) > 0:
             hits = items.retriever.search(self.user, cfg.n_candidates, exclude=exclude)
             ids.update((item_id, None) for item_id, _ in hits)
+        (self.signals,) = history_signals(
+            items.item_item,
+            items.transitions,
+            [self.profile.recent],
+            [exclude],
+            cfg.history_half_life,
+            cfg.history_boost,
+            cfg.n_item_candidates,
+            cfg.n_sequence_candidates,
+        )
+        ids.update(dict.fromkeys(self.signals.ii_top))
+        ids.update(dict.fromkeys(self.signals.seq_top))
         for cat in self.top_cats:
             ids.update(_first(items.category_top.get(cat, ()), cfg.per_category, exclude))
         ids.update(_first(items.global_top, cfg.n_trending, exclude))
@@ -348,7 +424,13 @@ class _Pool:
         pop = self.global_pop.get(item_id, 0.0)
         for cat in cats:
             pop = max(pop, self.category_pop(cat).get(item_id, 0.0))
+        ii = 0.0
+        if items.item_item is not None:
+            col = items.item_item.row.get(item_id, -1)
+            ii = float(self.signals.item_item_terms(np.array([col], dtype=np.int64))[0])
         return _Terms(
+            ii=ii,
+            seq=self.signals.sequence_term(item_id),
             sim=sim,
             qual=_quality_term(items.quality, item_id),
             aff=aff,
@@ -359,7 +441,9 @@ class _Pool:
     def score(self, t: _Terms) -> float:
         cfg = self.cfg
         return (
-            cfg.w_similarity * t.sim
+            cfg.w_item * t.ii
+            + cfg.w_sequence * t.seq
+            + cfg.w_similarity * t.sim
             + cfg.w_quality * t.qual
             + cfg.w_affinity * t.aff
             + cfg.w_popularity * t.pop
@@ -381,15 +465,36 @@ class _Pool:
                 best = (sim, hist)
         return None if best is None else best[1]
 
+    def contributor(self, item_id: str) -> str | None:
+        """The history item contributing most to the item's item-item and sequential
+        terms (``models.signals.contributions``), or None."""
+        cfg, history = self.cfg, self.profile.recent
+        shares = contributions(
+            self.items.item_item,
+            self.items.transitions,
+            history,
+            [item_id],
+            self.signals,
+            cfg.history_half_life,
+            cfg.history_boost,
+            cfg.w_item,
+            cfg.w_sequence,
+        )[0]
+        best = top_contributor(shares)
+        return None if best is None else history[best]
+
     def reason(self, item_id: str, t: _Terms) -> str:
         cfg = self.cfg
         liked = _liked_category(self.items.categories(item_id), self.shares)
         if t.fresh > 0 and liked is not None:
             return new_reason(liked)
         sim_term = cfg.w_similarity * t.sim
-        hist = self.nearest_history(item_id) if sim_term > 0 else None
+        history_term = cfg.w_item * t.ii + cfg.w_sequence * t.seq + sim_term
+        hist = self.contributor(item_id)
+        if hist is None and sim_term > 0:
+            hist = self.nearest_history(item_id)
         clicked = None if hist is None else clicked_reason(self.items.title(hist) or hist)
-        if clicked is not None and sim_term >= max(
+        if clicked is not None and history_term >= max(
             cfg.w_affinity * t.aff, cfg.w_popularity * t.pop
         ):
             return clicked

@@ -11,6 +11,9 @@ per touched item (popularity, impressions, rewards and the co-consumed items for
 vector, aggregated for the worker that owns the item), one impression record per list.
 Item deltas come back as absolute ``ItemRecord`` values from the owner
 (``models.itemlearn``) and are applied to every worker's ``ItemState`` with ``apply``.
+The sequential rules (``models.transitions``) are the exception: each worker adds the
+rules its own users' events complete to its copy of the pre-trained rules, at once
+(``docs/model-choice.md`` says why they are not shared).
 No I/O: the clock and all randomness are injected.
 """
 
@@ -293,6 +296,19 @@ class WorkerStep:
         self._rank(profiles, touched, now, out, k, exclude or {}, epsilon, record)
         return out
 
+    def candidates(self, user_id: str, exclude: frozenset[str] = frozenset()) -> list[str]:
+        """The candidate pool ``user_id``'s next list would be ranked from (every
+        retrieval source, before scoring), without ``exclude``; [] without a model."""
+        if self.items is None:
+            return []
+        profile = self.profiles.get(user_id) or UserProfile(user_id=user_id)
+        rank_cfg, bandit = self._arms[self._variant(user_id)]
+        vector = np.asarray(profile.vector, dtype=np.float32) if profile.vector else None
+        shown = self.shown.get(user_id) or ShownCounter()
+        request = RankRequest(profile, vector, shown, rank_cfg, bandit, 0.0, exclude=exclude)
+        now_ts = self.clock if self.clock is not None else 0.0
+        return VectorRanker().pools([request], self.items, now_ts)[0]
+
     def _apply(self, event: Event, at: Position | None, out: Outbox) -> UserProfile | None:
         cfg = self.config
         before = self.profiles.get(event.user_id)
@@ -302,6 +318,9 @@ class WorkerStep:
         item_vector = self.items.vector(event.item_id) if self.items is not None else None
         categories = self.categories(event.item_id)
         learned = learn_profile(before, event, categories, cfg.profile, item_vector)
+        rules = self.items.transitions if self.items is not None else None
+        if cfg.learn_items and rules is not None and learned.recent[:1] == [event.item_id]:
+            rules.learn(before.recent if before is not None else (), event.item_id)
         profile = _mark_applied(learned, event, at)
         self.profiles[event.user_id] = profile
         self.clock = event.ts if self.clock is None else max(self.clock, event.ts)

@@ -8,7 +8,10 @@
    the choice and its measurements are in ``docs/model-choice.md``;
 2. a content model (``models.content``) fitted from item metadata to those vectors,
    which also gives catalogue items with too few interactions their vector;
-3. time-decayed popularity at the end of the data (``models.popularity`` entries).
+3. time-decayed popularity at the end of the data (``models.popularity`` entries);
+4. the item-item model (``models.itemitem``: EASE, lambda chosen on a validation split of
+   the data, pruned to ``item_neighbours`` per item) and the sequential rules
+   (``models.transitions``) the worker keeps learning online.
 
 The version is ``cf-`` plus 12 hex digits of a hash of the data and the config, so the
 same inputs give the same version and the same arrays.
@@ -40,16 +43,18 @@ from models.artefact import ModelArtefact
 from models.content import ContentModel
 from models.datasets import Dataset
 from models.events import Event, ItemUpsert
+from models.itemitem import fit_item_item
 from models.metrics import hit_rate_at_k, ndcg_at_k, reciprocal_rank_at_k
 from models.popularity import Entry, bump, half_life_seconds, newest_anchor, score_at
 from models.profile import DEFAULT_EVENT_WEIGHTS, event_weight
+from models.transitions import fit_transitions
 
 FloatArray = npt.NDArray[np.float32]
 Method = Literal["als", "sppmi"]
 Progress = Callable[[str, float], None]
 
 METHODS: Final[tuple[str, ...]] = ("als", "sppmi")
-FORMAT: Final = "eddy-train-v1"
+FORMAT: Final = "eddy-train-v2"
 """Bumped when training code changes what the same data and config produce."""
 
 
@@ -82,6 +87,10 @@ class TrainConfig:
     """Content terms in fewer CF items than this are dropped."""
     content_holdout: float = 0.1
     """Share of CF items held out once to measure the content model (0 = skip)."""
+    item_neighbours: int = 200
+    """Item-item model: EASE weights kept per item (0 = no item-item model)."""
+    transition_steps: int = 3
+    """Sequential rules: how many items back an event completes a rule (0 = none)."""
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -93,6 +102,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.window < 0:
             raise ValueError(f"window must be >= 0, got {self.window}")
+        if self.item_neighbours < 0 or self.transition_steps < 0:
+            raise ValueError("item_neighbours and transition_steps must be >= 0")
         half_life_seconds(self.half_life_days)
         for name in ("regularisation", "als_alpha", "sppmi_shift", "content_alpha"):
             value = getattr(self, name)
@@ -447,6 +458,17 @@ def train(
     popularity = popularity_entries(dataset.events, config.event_weights, config.half_life_s)
     metrics["trained_until"] = max((e.ts for e in dataset.events), default=0.0)
     report("popularity", 1.0)
+    item_item = None
+    if config.item_neighbours > 0:
+        report("item-item", 0.0)
+        item_item = fit_item_item(dataset.events, config.item_neighbours, seed=config.seed)
+        metrics["item_item_l2"] = item_item.l2
+        metrics["item_item_weights"] = int(item_item.weights.nnz)
+        report("item-item", 1.0)
+    rules = None
+    if config.transition_steps > 0:
+        rules = fit_transitions(dataset.events, config.transition_steps)
+        metrics["transition_rules"] = len(rules)
     artefact = ModelArtefact(
         version=model_version(dataset, config),
         created_at=time.time() if created_at is None else float(created_at),
@@ -459,6 +481,8 @@ def train(
         item_categories={i.item_id: list(i.categories) for i in dataset.items if i.categories},
         content=content,
         metrics=metrics,
+        item_item=item_item,
+        transitions=rules,
     )
     report("done", 1.0)
     return artefact

@@ -146,7 +146,11 @@ class Settings(BaseSettings):
 
     # --- Model -----------------------------------------------------------------------
     rec_size: int = Field(default=20, ge=1, le=500, description="Items per recommendation list.")
-    history_size: int = Field(default=50, ge=1, description="Recent items kept per user.")
+    history_size: int = Field(
+        default=500,
+        ge=1,
+        description="Recent items kept per user (the item-item model scores them all).",
+    )
     max_categories: int = Field(default=32, ge=1, description="Category affinities kept per user.")
     half_life_days: float = Field(
         default=30.0, gt=0, description="Half-life of user affinities and item popularity."
@@ -181,7 +185,7 @@ class Settings(BaseSettings):
         description="The first slots of every list, which never explore (always greedy).",
     )
     diversity: float = Field(
-        default=0.2, ge=0, le=1, description="MMR diversity weight (0: pure relevance)."
+        default=0.05, ge=0, le=1, description="MMR diversity weight (0: pure relevance)."
     )
     seed: int = Field(default=0, description="Seed of the worker's exploration randomness.")
     variants: dict[str, VariantSettings] = Field(

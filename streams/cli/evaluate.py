@@ -249,6 +249,7 @@ def show(
         extra = ["users"]
     keys = [f"{m}@{k}" for k in cfg.ks for m in metrics]
     keys += [f"diversity@{k}" for k in cfg.ks if any(f"diversity@{k}" in r for r in results)]
+    keys += ["pool_recall"] if any("pool_recall" in r for r in results) else []
     keys += extra
     table = Table(title=f"{cfg.protocol}")
     table.add_column("metric")

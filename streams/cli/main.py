@@ -150,7 +150,8 @@ def train(
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same model).")] = 0,
 ) -> None:
-    """Pre-train popularity, item vectors and the content model; save a versioned artefact."""
+    """Pre-train popularity, item vectors, the content model, the item-item model and the
+    sequential rules; save a versioned artefact."""
     from rich.progress import Progress
 
     from models.artefact import save
@@ -174,9 +175,11 @@ def train(
 
         artefact = fit(dataset, TrainConfig(seed=seed), report)
     manifest = save(artefact, out or settings.model_dir)
+    item_item = artefact.item_item
+    pruned = "" if item_item is None else f", {item_item.weights.nnz:,} item-item weights"
     console.print(
         f"trained {artefact.version} on {dataset.name}: {len(artefact)} items, "
-        f"dim {artefact.dim}; saved {manifest}"
+        f"dim {artefact.dim}{pruned}; saved {manifest}"
     )
 
 

@@ -56,6 +56,13 @@ def test_round_trip_keeps_everything(artefact: ModelArtefact, tmp_path: Path) ->
     assert back.popularity == artefact.popularity
     assert back.item_categories == artefact.item_categories
     assert back.metrics == artefact.metrics
+    assert artefact.item_item is not None
+    assert back.item_item is not None
+    assert back.item_item.item_ids == artefact.item_item.item_ids
+    assert (back.item_item.weights != artefact.item_item.weights).nnz == 0
+    assert artefact.transitions is not None
+    assert back.transitions is not None
+    assert back.transitions.rules == artefact.transitions.rules
     assert back.content is not None
     assert artefact.content is not None
     assert back.content.vocabulary == artefact.content.vocabulary

@@ -93,6 +93,35 @@ def test_online_model_moves_item_vectors_and_the_frozen_one_does_not() -> None:
     assert np.allclose(frozen.items.vector("g1"), before)
 
 
+def test_online_model_learns_sequential_rules_and_the_frozen_one_does_not() -> None:
+    online, frozen = fitted(True), fitted(False)
+    for model in (online, frozen):
+        assert model.items.transitions is not None
+        assert "g1" not in model.items.transitions.rules.get("s6", {})
+        model.observe(click("r", "s6", 2000))
+        model.observe(click("r", "g1", 2001))
+    assert online.items.transitions is not None
+    assert frozen.items.transitions is not None
+    assert online.items.transitions.rules["s6"]["g1"] == 1.0
+    assert "g1" not in frozen.items.transitions.rules.get("s6", {})
+    # and the next reader of s6 gets g1 among the candidates at once
+    online.observe(click("next", "s6", 3000))
+    assert "g1" in online.candidates("next")
+
+
+def test_pool_recall_is_reported_for_eddy_only() -> None:
+    cfg = EvalConfig(
+        protocol="holdout-user",
+        ks=(3,),
+        fraction=0.34,
+        models=("popularity", "eddy"),
+        engine=CONFIG,
+    )
+    results = evaluate(groups_dataset(), cfg)
+    assert "pool_recall" not in results["popularity"]
+    assert 0.5 < results["eddy"]["pool_recall"] <= 1.0
+
+
 def groups_dataset() -> Dataset:
     return Dataset("groups", ITEMS, history(60), 0, {})
 

@@ -49,7 +49,7 @@ def test_default_weights() -> None:
     }
     cfg = ProfileConfig()
     assert cfg.half_life_s == 30 * 86_400.0
-    assert (cfg.history_size, cfg.max_categories, cfg.max_purchased) == (50, 32, 200)
+    assert (cfg.history_size, cfg.max_categories, cfg.max_purchased) == (500, 32, 200)
 
 
 def test_decay_factor_values() -> None:

@@ -52,7 +52,18 @@ CATEGORY_TOP = {
     "Drama": [("b0", 1.0), ("b1", 0.8), ("b4", 0.5)],
 }
 GREEDY = EpsilonSchedule(0.0)
-CFG = RankConfig(k=50, epsilon=GREEDY, protected_slots=0)
+LEGACY_BLEND = {
+    "w_similarity": 1.0,
+    "w_quality": 0.5,
+    "w_affinity": 0.5,
+    "w_popularity": 0.3,
+    "w_freshness": 0.2,
+    "diversity": 0.2,
+    "repeat_factor": 0.8,
+}
+"""The blend these tests were written for (the vector, category and popularity terms
+weighted as before the item-item model), pinned so they test its rules, not defaults."""
+CFG = RankConfig(k=50, epsilon=GREEDY, protected_slots=0, **LEGACY_BLEND)  # type: ignore[arg-type]
 
 
 def world(retriever: Retriever | None = None, **changes: object) -> SimpleItemView:
@@ -280,7 +291,7 @@ def test_lists_are_always_valid(
         purchased=purchased,
         vector=[float(x) for x in VECTORS["b2"]] if with_vector else None,
     )
-    cfg = RankConfig(k=k, epsilon=EpsilonSchedule(epsilon), diversity=diversity)
+    cfg = dataclasses.replace(CFG, k=k, epsilon=EpsilonSchedule(epsilon), diversity=diversity)
     view = world(unavailable=unavailable)
     recs = run(profile, view, cfg=cfg, shown=shown, seed=seed)
     got = ids(recs)

@@ -1,0 +1,196 @@
+"""The item-item model: EASE weights pruned to each item's strongest neighbours.
+
+``fit_item_item`` fits EASE (Steck, WWW 2019; ``models.ease``) on the binary user x item
+matrix of the training events, its ``lambda`` chosen on a validation split of them as
+``EASERecommender`` does, and keeps for every item ``i`` only its ``neighbours``
+largest positive weights ``B[i, j]``: a sparse CSR matrix ``W`` (rows: history items,
+columns: candidates). A user's item-item score for candidate ``j`` is
+
+    s(j) = sum over the user's history items h of  w_h * W[h, j],
+
+with ``w_h`` the history item's recency weight (``history_weights``: 1, plus a boost
+that halves every ``half_life`` positions back from the newest item). With nothing
+pruned and flat weights this is EASE's ``x_u B``. It changes as soon as an event enters
+the user's history, without refitting anything.
+
+``ItemItem.scores`` computes it for a batch of histories with one sparse product; a row
+does not depend on the other rows of the batch, so ranking one user or many gives the
+same floats (both rankers of ``models.batchrank`` rely on it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+from scipy import sparse
+
+from models.baselines import binary_matrix
+from models.ease import DEFAULT_GRID, EASERecommender, _Solver
+from models.events import Event
+
+PREFIX: Final = "itemitem."
+"""Prefix of the model's arrays in an artefact's npz."""
+
+
+def history_weights(n: int, half_life: float, boost: float = 1.0) -> npt.NDArray[np.float64]:
+    """Recency weights of a history of ``n`` items, newest first: ``1 + boost *
+    2^(-p / half_life)`` for position ``p`` (``half_life`` or ``boost`` 0: flat, 1)."""
+    if half_life <= 0 or boost <= 0:
+        return np.ones(n)
+    p = np.arange(n, dtype=np.float64)
+    out: npt.NDArray[np.float64] = 1.0 + boost * np.exp2(-p / half_life)
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class ItemItem:
+    """Pruned item-item weights over ``item_ids`` (see the module doc)."""
+
+    item_ids: list[str]
+    weights: sparse.csr_matrix
+    """``len(item_ids)`` square, float32; row ``h``: the neighbours of item ``h``."""
+    l2: float = math.nan
+    """The EASE ``lambda`` it was fitted with."""
+
+    def __post_init__(self) -> None:
+        n = len(self.item_ids)
+        if self.weights.shape != (n, n):
+            raise ValueError(f"{n} item ids but weights of shape {self.weights.shape}")
+        object.__setattr__(self, "index", {i: r for r, i in enumerate(self.item_ids)})
+        object.__setattr__(self, "by_candidate", self.weights.T.tocsr())
+
+    @property
+    def row(self) -> Mapping[str, int]:
+        """Item id -> its row and column."""
+        index: dict[str, int] = self.__dict__["index"]
+        return index
+
+    @property
+    def transposed(self) -> sparse.csr_matrix:
+        """``W`` transposed (rows: candidates, columns: history items), CSR."""
+        out: sparse.csr_matrix = self.__dict__["by_candidate"]
+        return out
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def columns(self, history: Sequence[str]) -> npt.NDArray[np.int64]:
+        """Each history item's column (-1: not in the model)."""
+        row = self.row
+        return np.fromiter((row.get(h, -1) for h in history), np.int64, len(history))
+
+    def history_matrix(
+        self, columns: Sequence[npt.NDArray[np.int64]], half_life: float, boost: float = 1.0
+    ) -> sparse.csr_matrix:
+        """Histories as ``columns`` (newest first) -> rows of recency weights over the
+        items (an item listed twice counts once, at its newest position)."""
+        indptr = [0]
+        parts: list[npt.NDArray[np.int64]] = []
+        weights: list[npt.NDArray[np.float64]] = []
+        for cols in columns:
+            w = history_weights(len(cols), half_life, boost)
+            _, first = np.unique(cols, return_index=True)
+            keep = np.sort(first)
+            keep = keep[cols[keep] >= 0]
+            parts.append(cols[keep])
+            weights.append(w[keep])
+            indptr.append(indptr[-1] + len(keep))
+        return sparse.csr_matrix(
+            (
+                np.concatenate(weights) if weights else np.zeros(0),
+                np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64),
+                indptr,
+            ),
+            shape=(len(columns), len(self.item_ids)),
+        )
+
+    def scores(
+        self, histories: Sequence[Sequence[str]], half_life: float, boost: float = 1.0
+    ) -> sparse.csr_matrix:
+        """Every candidate's item-item score per history (rows), sparse, float64."""
+        return self.scores_of([self.columns(h) for h in histories], half_life, boost)
+
+    def scores_of(
+        self, columns: Sequence[npt.NDArray[np.int64]], half_life: float, boost: float = 1.0
+    ) -> sparse.csr_matrix:
+        """``scores`` for histories given as ``columns``."""
+        h = self.history_matrix(columns, half_life, boost)
+        out: sparse.csr_matrix = (h @ self.weights.astype(np.float64)).tocsr()
+        out.sort_indices()
+        return out
+
+    def to_arrays(self) -> dict[str, npt.NDArray[np.generic]]:
+        w = self.weights
+        return {
+            PREFIX + "ids": np.asarray(self.item_ids, dtype=np.str_),
+            PREFIX + "indptr": np.asarray(w.indptr, dtype=np.int64),
+            PREFIX + "indices": np.asarray(w.indices, dtype=np.int32),
+            PREFIX + "data": np.asarray(w.data, dtype=np.float32),
+            PREFIX + "l2": np.asarray([self.l2], dtype=np.float64),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, npt.NDArray[np.generic]]) -> ItemItem | None:
+        """The model stored by ``to_arrays`` in ``arrays``, or None if it holds none."""
+        if PREFIX + "ids" not in arrays:
+            return None
+        ids = [str(i) for i in arrays[PREFIX + "ids"].tolist()]
+        n = len(ids)
+        weights = sparse.csr_matrix(
+            (
+                np.asarray(arrays[PREFIX + "data"], dtype=np.float32),
+                np.asarray(arrays[PREFIX + "indices"], dtype=np.int32),
+                np.asarray(arrays[PREFIX + "indptr"], dtype=np.int64),
+            ),
+            shape=(n, n),
+        )
+        l2 = float(np.asarray(arrays.get(PREFIX + "l2", [math.nan]))[0])
+        return cls(ids, weights, l2)
+
+
+def prune(b: npt.NDArray[np.float32], neighbours: int) -> sparse.csr_matrix:
+    """Each row's ``neighbours`` entries of ``b`` largest in magnitude (negative ones
+    too: they keep items the history argues against down), as CSR float32."""
+    n = b.shape[0]
+    k = min(neighbours, max(0, b.shape[1] - 1))
+    if n == 0 or k == 0:
+        return sparse.csr_matrix(b.shape, dtype=np.float32)
+    top = np.argpartition(-np.abs(b), k - 1, axis=1)[:, :k]
+    vals = np.take_along_axis(b, top, axis=1)
+    keep = vals != 0
+    rows = np.repeat(np.arange(n), k)[keep.ravel()]
+    out = sparse.csr_matrix(
+        (vals[keep].astype(np.float32), (rows, top[keep])), shape=b.shape, dtype=np.float32
+    )
+    out.sort_indices()
+    return out
+
+
+def fit_item_item(
+    events: Sequence[Event],
+    neighbours: int = 200,
+    l2: float | None = None,
+    grid: Sequence[float] = DEFAULT_GRID,
+    seed: int = 0,
+) -> ItemItem:
+    """EASE on ``events`` (``lambda`` tuned on a validation split unless given), pruned
+    to ``neighbours`` per item (module doc)."""
+    item_ids = sorted({e.item_id for e in events})
+    index = {item: i for i, item in enumerate(item_ids)}
+    history: dict[str, dict[int, None]] = {}
+    for event in events:
+        history.setdefault(event.user_id, {})[index[event.item_id]] = None
+    rows = [list(h) for h in history.values()]
+    if len(item_ids) < 2:
+        return ItemItem(item_ids, sparse.csr_matrix((len(item_ids),) * 2, dtype=np.float32))
+    if l2 is None:
+        tuner = EASERecommender(grid=grid, seed=seed)
+        tuner._item_ids = item_ids
+        l2 = tuner._tune(rows, len(item_ids))
+    b = _Solver(binary_matrix(rows, len(item_ids))).weights(l2)
+    return ItemItem(item_ids, prune(b, neighbours), float(l2))
