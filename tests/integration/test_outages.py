@@ -263,19 +263,24 @@ def stats_counting(r: redis.Redis, s: Settings, n: int) -> Callable[[], dict[str
 
 
 # --- Redis outage ----------------------------------------------------------------------
+def redis_setup(broker: Endpoints, tmp_path: Path, own: Service) -> tuple[Settings, redis.Redis]:
+    """Settings on ``broker`` and the Redis ``own``, topics and catalog created."""
+    url = f"redis://127.0.0.1:{own.port}/0"
+    s = isolated_settings(broker, tmp_path).model_copy(update={"redis_url": SecretStr(url)})
+    create_topics(s)
+    produce(s.kafka_bootstrap, s.topic_items, items_messages())
+    return s, redis.Redis.from_url(url, socket_timeout=5)
+
+
 def test_redis_outage_under_load_is_retried_and_every_list_catches_up(
     broker: Endpoints,
     tmp_path: Path,
     own_redis: Service,
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
-    url = f"redis://127.0.0.1:{own_redis.port}/0"
-    s = isolated_settings(broker, tmp_path).model_copy(update={"redis_url": SecretStr(url)})
-    create_topics(s)
-    produce(s.kafka_bootstrap, s.topic_items, items_messages())
+    s, r = redis_setup(broker, tmp_path, own_redis)
     worker = start_worker(s)
     check = alive(worker)
-    r = redis.Redis.from_url(url, socket_timeout=5)
 
     load = SteadyLoad(s.kafka_bootstrap, s.topic_events, USERS, time.time() - 3600)
     load.start()

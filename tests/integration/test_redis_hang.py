@@ -17,11 +17,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import redis
-from pydantic import SecretStr
 
 from streams.settings import Settings
-from streams.topics import create_topics
 from tests.integration.test_outages import (
     Service,
     alive,
@@ -29,10 +26,11 @@ from tests.integration.test_outages import (
     profile_counts,
     rec_ts,
     redis_service,
+    redis_setup,
     stats_counting,
 )
-from tests.integration.test_pipeline import event, items_messages
-from tests.support import Endpoints, WorkerProcess, get_json, isolated_settings, produce, wait_for
+from tests.integration.test_pipeline import event
+from tests.support import Endpoints, WorkerProcess, get_json, produce, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -67,13 +65,9 @@ def test_a_hung_redis_stops_neither_consumption_nor_state_and_lists_catch_up(
     hung_redis: Service,
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
-    url = f"redis://127.0.0.1:{hung_redis.port}/0"
-    s = isolated_settings(broker, tmp_path).model_copy(update={"redis_url": SecretStr(url)})
-    create_topics(s)
-    produce(s.kafka_bootstrap, s.topic_items, items_messages())
+    s, r = redis_setup(broker, tmp_path, hung_redis)
     worker = start_worker(s)
     check = alive(worker)
-    r = redis.Redis.from_url(url, socket_timeout=5)
     base = time.time() - 3600
     newest: dict[str, float] = {}
     sent = 0
