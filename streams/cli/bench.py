@@ -389,11 +389,19 @@ def kafka_messages(settings: Settings, events: int) -> dict[str, Any]:
     }
     with kafka_admin(settings.kafka_bootstrap) as admin:
         counts = message_counts(admin, lambda t: t in mine or t.startswith(f"{settings.app_id}-"))
+    return per_event_messages(settings, counts, events)
+
+
+def per_event_messages(
+    settings: Settings, per_topic: Mapping[str, int], events: int
+) -> dict[str, Any]:
+    """``per_topic`` message counts per event, with and without the catalog topics (the
+    items topic and the catalog changelog, loaded once before the first event)."""
     catalog_topics = {settings.topic_items, f"{settings.app_id}-catalog-changelog"}
-    for_events = sum(n for name, n in counts.items() if name not in catalog_topics)
-    every = sum(counts.values())
+    for_events = sum(n for name, n in per_topic.items() if name not in catalog_topics)
+    every = sum(per_topic.values())
     return {
-        "per_topic": counts,
+        "per_topic": dict(per_topic),
         "total_for_events": for_events,
         "per_event": round(for_events / events, 4),
         "total_all_topics": every,
@@ -1445,18 +1453,8 @@ def messages_between(
 ) -> dict[str, Any]:
     """Messages written to every topic of a phase between two counts, per event; the
     catalog topics (upserts loaded before any event) apart."""
-    catalog_topics = {settings.topic_items, f"{settings.app_id}-catalog-changelog"}
     per_topic = {t: n - before.get(t, 0) for t, n in after.items()}
-    for_events = sum(n for t, n in per_topic.items() if t not in catalog_topics)
-    every = sum(per_topic.values())
-    return {
-        "per_topic": per_topic,
-        "total_for_events": for_events,
-        "per_event": round(for_events / events, 4),
-        "total_all_topics": every,
-        "per_event_all_topics": round(every / events, 4),
-        "catalog_topics": sorted(catalog_topics),
-    }
+    return per_event_messages(settings, per_topic, events)
 
 
 def wait_owned(client: redis.Redis, workers: Sequence[Running]) -> list[int]:
