@@ -29,7 +29,7 @@ from faust.types import TP
 from models.artefact import ModelArtefact, latest, load
 from models.itemlearn import decode_deltas, learn
 from models.step import Inbound
-from streams.faustapp import broker_credentials, faust_app
+from streams.faustapp import faust_app
 from streams.itemfeed import ItemFeed, Window
 from streams.logs import logging_config
 from streams.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -65,7 +65,7 @@ both threads."""
 DIGEST_INTERVAL_S = 5.0
 """How often the item-state digest in the stats hash is computed (on the step thread)."""
 
-__all__ = ["EddyApp", "broker_credentials", "build_app", "faust_app", "load_prior", "run_worker"]
+__all__ = ["EddyApp", "build_app", "load_prior", "run_worker"]
 GLOBAL_RECOVERY_BUFFER = 1
 """Faust resumes a GlobalTable's changelog partitions that this worker does not also hold
 as standby only when the table's recovery buffer is 1 (docs/reliability.md)."""

@@ -235,7 +235,7 @@ def test_kafka_security_reaches_every_client_and_the_password_stays_hidden(
 
     import faust
 
-    from streams.app import broker_credentials
+    from streams.faustapp import broker_credentials
     from streams.topics import admin_config
 
     plain = Settings(_env_file=None)
