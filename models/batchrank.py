@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Protocol
 
 import numpy as np
@@ -38,7 +39,7 @@ from models.recommender import (
     recommend,
 )
 from models.rerank import ShownCounter
-from models.signals import Signals, contributions, history_signals, top_contributor
+from models.signals import Signals, history_signals, top_contributors
 
 CHUNK = 64
 """Users ranked in one set of arrays: larger chunks stop fitting the CPU caches."""
@@ -341,7 +342,7 @@ class VectorRanker:
             if sig.ii_scale > 0:
                 ii[i, :n_i] = sig.item_item_terms(feats.ii_col[row_lists[i]])
             if sig.seq:
-                seq[i, :n_i] = [sig.sequence_term(item_id) for item_id in pools[i]]
+                seq[i, :n_i] = np.fromiter(map(sig.seq.get, pools[i], repeat(0.0)), float, n_i)
         score = (
             cfg.w_item * ii
             + cfg.w_sequence * seq
@@ -364,6 +365,17 @@ class VectorRanker:
         order, marginal_at, after = self._mmr(relevance, item_units, valid, cfg, feats.has[rows])
         lists: list[list[RecItem]] = []
         slots = self._slots(requests, order, marginal_at, after, valid, cfg)
+        best = top_contributors(
+            items.item_item,
+            items.transitions,
+            [r.profile.recent for r in requests],
+            [[pools[i][c] for c, *_ in slots[i]] for i in range(b)],
+            signals,
+            cfg.history_half_life,
+            cfg.history_boost,
+            cfg.w_item,
+            cfg.w_sequence,
+        )
         for i, r in enumerate(requests):
             pool = pools[i]
             picks = slots[i]
@@ -372,7 +384,7 @@ class VectorRanker:
                 continue
             terms = (sim[i], aff[i], ii[i], seq[i])
             reasons = self._reasons(
-                r.profile, pool, picks, feats, shares[i], terms, signals[i], cfg, items
+                r.profile, pool, picks, feats, shares[i], terms, best[i], cfg, items
             )
             lists.append(
                 [
@@ -413,7 +425,7 @@ class VectorRanker:
             taken[arange[ok], col[ok]] = True
             if div > 0 and step + 1 < steps:
                 picked = units[arange, col]  # (b, dim)
-                sims = np.einsum("bwd,bd->bw", units, picked)
+                sims = np.matmul(units, picked[:, :, None])[:, :, 0]
                 max_sim = np.where(ok[:, None], np.maximum(max_sim, sims), max_sim)
         after = rel - div * max_sim
         return order, values, after
@@ -481,24 +493,15 @@ class VectorRanker:
         feats: _Features,
         shares: Mapping[str, float],
         terms: tuple[npt.NDArray[np.float64], ...],
-        sig: Signals,
+        best: Sequence[int | None],
         cfg: RankConfig,
         items: ItemView,
     ) -> list[str]:
+        """Each pick's reason; ``best``: each pick's top history contributor
+        (``models.signals.top_contributors``)."""
         sim, aff, ii, seq = terms
         full = profile.recent
         cols = [c for c, *_ in picks]
-        shares_of = contributions(
-            items.item_item,
-            items.transitions,
-            full,
-            [pool[c] for c in cols],
-            sig,
-            cfg.history_half_life,
-            cfg.history_boost,
-            cfg.w_item,
-            cfg.w_sequence,
-        )
         history = full[: cfg.history_for_reasons]
         hist_rows = np.fromiter(map(feats.row.__getitem__, history), np.int64, len(history))
         hist_ok = feats.has[hist_rows]
@@ -524,9 +527,9 @@ class VectorRanker:
                 continue
             sim_term = sim_terms[n]
             clicked = None
-            best = top_contributor(shares_of[n])
-            if best is not None:
-                hist = full[best]
+            top = best[n]
+            if top is not None:
+                hist = full[top]
                 clicked = clicked_reason(items.title(hist) or hist)
             elif sim_term > 0 and feats.has[row] and nearest:
                 hist = history[nearest[n]]

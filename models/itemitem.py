@@ -63,6 +63,7 @@ class ItemItem:
             raise ValueError(f"{n} item ids but weights of shape {self.weights.shape}")
         object.__setattr__(self, "index", {i: r for r, i in enumerate(self.item_ids)})
         object.__setattr__(self, "by_candidate", self.weights.T.tocsr())
+        object.__setattr__(self, "weights64", self.weights.astype(np.float64))
 
     @property
     def row(self) -> Mapping[str, int]:
@@ -120,7 +121,8 @@ class ItemItem:
     ) -> sparse.csr_matrix:
         """``scores`` for histories given as ``columns``."""
         h = self.history_matrix(columns, half_life, boost)
-        out: sparse.csr_matrix = (h @ self.weights.astype(np.float64)).tocsr()
+        weights: sparse.csr_matrix = self.__dict__["weights64"]
+        out: sparse.csr_matrix = (h @ weights).tocsr()
         out.sort_indices()
         return out
 

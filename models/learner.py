@@ -41,7 +41,8 @@ def learn_profile(
         profile.vector, np.asarray(item_vector), weight, dt, hl, mass=profile.mass
     )
     mass = decayed_mass(profile.mass, weight, dt, hl)
-    return replace(profile, vector=[round(float(x), 6) for x in vector], mass=mass)
+    rounded: list[float] = np.round(np.asarray(vector, dtype=np.float64), 6).tolist()
+    return replace(profile, vector=rounded, mass=mass)
 
 
 def item_context(profile: UserProfile) -> list[str]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+from scipy import sparse
 
 from models.itemitem import ItemItem, history_weights
 from models.transitions import Transitions
@@ -130,18 +131,28 @@ def contributions(
         return out
     if item_item is not None and sig.ii_scale > 0 and w_item > 0:
         h_cols = sig.h_cols
-        position = np.full(len(item_item), -1, dtype=np.int64)
         ok = np.flatnonzero(h_cols >= 0)
-        position[h_cols[ok][::-1]] = ok[::-1]  # an item listed twice: its newest position
+        # each history column once, at its newest position (the first in ``h_cols``)
+        known, first = np.unique(h_cols[ok], return_index=True)
+        newest = ok[first]
         weights = history_weights(len(history), half_life, boost) * (w_item / sig.ii_scale)
         by_candidate = item_item.transposed
-        for n, j in enumerate(item_item.columns(items).tolist()):
-            if j < 0:
-                continue
-            a, b = by_candidate.indptr[j], by_candidate.indptr[j + 1]
-            at = position[by_candidate.indices[a:b]]
-            hit = at >= 0
-            out[n, at[hit]] += by_candidate.data[a:b][hit].astype(np.float64) * weights[at[hit]]
+        cand = item_item.columns(items)
+        picks = np.flatnonzero(cand >= 0)
+        starts = by_candidate.indptr[cand[picks]]
+        lengths = by_candidate.indptr[cand[picks] + 1] - starts
+        total = int(lengths.sum())
+        if total and len(known):
+            # the concatenated CSR rows of the picked candidates, one gather
+            shift = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
+            flat = shift + np.arange(total)
+            pick_of = np.repeat(picks, lengths)
+            cols = by_candidate.indices[flat]
+            at = np.minimum(np.searchsorted(known, cols), len(known) - 1)
+            hit = known[at] == cols
+            pos = newest[at[hit]]
+            values = by_candidate.data[flat[hit]].astype(np.float64) * weights[pos]
+            np.add.at(out, (pick_of[hit], pos), values)
     if transitions is not None and sig.seq and w_sequence > 0:
         for p, h in enumerate(history[: transitions.steps]):
             row = transitions.rules.get(h)
@@ -161,3 +172,171 @@ def top_contributor(weights: FloatArray) -> int | None:
         return None
     best = int(np.argmax(weights))
     return best if weights[best] > 0 else None
+
+
+def top_contributors(
+    item_item: ItemItem | None,
+    transitions: Transitions | None,
+    histories: Sequence[Sequence[str]],
+    items: Sequence[Sequence[str]],
+    sigs: Sequence[Signals],
+    half_life: float,
+    boost: float,
+    w_item: float,
+    w_sequence: float,
+) -> list[list[int | None]]:
+    """``top_contributor(contributions(...)[n])`` for every item ``n`` of every user of a
+    batch, with the same floats, in one set of array operations for the whole batch."""
+    n_users = len(histories)
+    offsets = np.zeros(n_users + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(i) for i in items])
+    pair_ids: list[npt.NDArray[np.int64]] = []
+    positions: list[npt.NDArray[np.int64]] = []
+    values: list[FloatArray] = []
+    users = [
+        u
+        for u in range(n_users)
+        if item_item is not None and sigs[u].ii_scale > 0 and w_item > 0 and len(items[u])
+    ]
+    if item_item is not None and users:
+        found = _item_item_entries(
+            item_item, histories, items, sigs, users, offsets, half_life, boost, w_item
+        )
+        pair_ids.append(found[0])
+        positions.append(found[1])
+        values.append(found[2])
+    if transitions is not None and w_sequence > 0:
+        seq_pairs: list[int] = []
+        seq_pos: list[int] = []
+        seq_values: list[float] = []
+        for u in range(n_users):
+            if not sigs[u].seq or not len(items[u]):
+                continue
+            for p, h in enumerate(histories[u][: transitions.steps]):
+                row = transitions.rules.get(h)
+                if not row:
+                    continue
+                scale = w_sequence * transitions.scale(h, p)
+                for n, j in enumerate(items[u]):
+                    w = row.get(j)
+                    if w:
+                        seq_pairs.append(int(offsets[u]) + n)
+                        seq_pos.append(p)
+                        seq_values.append(w * scale)
+        if seq_pairs:
+            pair_ids.append(np.asarray(seq_pairs, dtype=np.int64))
+            positions.append(np.asarray(seq_pos, dtype=np.int64))
+            values.append(np.asarray(seq_values, dtype=np.float64))
+    out: list[list[int | None]] = [[None] * len(i) for i in items]
+    pairs, pos, vals = (
+        np.concatenate([np.zeros(0, np.int64), *pair_ids]),
+        np.concatenate([np.zeros(0, np.int64), *positions]),
+        np.concatenate([np.zeros(0), *values]),
+    )
+    if not len(pairs):
+        return out
+    width = int(pos.max()) + 1
+    cell, inverse = np.unique(pairs * width + pos, return_inverse=True)
+    sums = np.bincount(inverse, weights=vals, minlength=len(cell))  # item-item, then sequence
+    pairs, pos = cell // width, cell % width
+    keep = sums > 0
+    pairs, pos, sums = pairs[keep], pos[keep], sums[keep]
+    order = np.lexsort((pos, -sums, pairs))  # per pair: the largest, ties: the newest
+    pairs, pos = pairs[order], pos[order]
+    first = np.ones(len(pairs), dtype=bool)
+    first[1:] = pairs[1:] != pairs[:-1]
+    user_of = np.searchsorted(offsets, pairs[first], side="right") - 1
+    for u, p, at in zip(user_of.tolist(), pairs[first].tolist(), pos[first].tolist(), strict=True):
+        out[u][p - int(offsets[u])] = at
+    return out
+
+
+def _gather_rows(
+    matrix: sparse.csr_matrix, rows: IntArray
+) -> tuple[IntArray, IntArray, npt.NDArray[np.float32]]:
+    """The entries of CSR ``rows`` concatenated: (which of ``rows``, column, value)."""
+    starts = matrix.indptr[rows]
+    lengths = matrix.indptr[rows + 1] - starts
+    total = int(lengths.sum())
+    flat = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(total)
+    owner = np.repeat(np.arange(len(rows)), lengths)
+    return owner, np.asarray(matrix.indices[flat], dtype=np.int64), matrix.data[flat]
+
+
+def _item_item_entries(
+    item_item: ItemItem,
+    histories: Sequence[Sequence[str]],
+    items: Sequence[Sequence[str]],
+    sigs: Sequence[Signals],
+    users: Sequence[int],
+    offsets: IntArray,
+    half_life: float,
+    boost: float,
+    w_item: float,
+) -> tuple[IntArray, IntArray, FloatArray]:
+    """(pair, history position, ``w_item * w_h * W[h, j] / scale``) for every item j of
+    ``users`` (pairs numbered by ``offsets``) and history item h with ``W[h, j] != 0``.
+
+    Each user's entries come from whichever side has fewer: the rows of its history items
+    (``W``) or the columns of its items (``W`` transposed)."""
+    n_cols = len(item_item)
+    weights = item_item.weights
+    by_candidate = item_item.transposed
+    # per user: history columns once each (newest position), the items' columns
+    hist_user, hist_col, hist_pos, hist_weight = [], [], [], []
+    pair_user, pair_col, pair_id = [], [], []
+    for u in users:
+        h_cols = sigs[u].h_cols
+        ok = np.flatnonzero(h_cols >= 0)
+        known, first = np.unique(h_cols[ok], return_index=True)
+        w = history_weights(len(histories[u]), half_life, boost) * (w_item / sigs[u].ii_scale)
+        hist_user.append(np.full(len(known), u))
+        hist_col.append(known)
+        hist_pos.append(ok[first])
+        hist_weight.append(w[ok[first]])
+        cols = item_item.columns(items[u])
+        keep = np.flatnonzero(cols >= 0)
+        pair_user.append(np.full(len(keep), u))
+        pair_col.append(cols[keep])
+        pair_id.append(keep + offsets[u])
+    h_user, h_col = np.concatenate(hist_user), np.concatenate(hist_col)
+    h_pos, h_weight = np.concatenate(hist_pos), np.concatenate(hist_weight)
+    p_user, p_col, p_id = (
+        np.concatenate(pair_user),
+        np.concatenate(pair_col),
+        np.concatenate(pair_id),
+    )
+    # the cost of each side per user, in CSR entries to read
+    by_hist = np.bincount(h_user, weights=np.diff(weights.indptr)[h_col], minlength=len(sigs))
+    by_item = np.bincount(p_user, weights=np.diff(by_candidate.indptr)[p_col], minlength=len(sigs))
+    from_hist = by_hist <= by_item
+    out_pair, out_pos, out_value = [], [], []
+    # history side: W rows of the history items, matched against the user's items
+    rows = np.flatnonzero(from_hist[h_user])
+    if len(rows) and len(p_col):
+        owner, col, data = _gather_rows(weights, h_col[rows])
+        src = rows[owner]
+        key = p_user * n_cols + p_col  # sorted: users ascending, then columns?
+        order = np.argsort(key, kind="stable")
+        key = key[order]
+        probe = h_user[src] * n_cols + col
+        at = np.minimum(np.searchsorted(key, probe), len(key) - 1)
+        hit = key[at] == probe
+        out_pair.append(p_id[order[at[hit]]])
+        out_pos.append(h_pos[src[hit]])
+        out_value.append(data[hit].astype(np.float64) * h_weight[src[hit]])
+    # item side: W columns of the user's items, matched against its history
+    picks = np.flatnonzero(~from_hist[p_user])
+    if len(picks) and len(h_col):
+        owner, col, data = _gather_rows(by_candidate, p_col[picks])
+        src = picks[owner]
+        key = h_user * n_cols + h_col  # users ascending, columns sorted within a user
+        probe = p_user[src] * n_cols + col
+        at = np.minimum(np.searchsorted(key, probe), len(key) - 1)
+        hit = key[at] == probe
+        out_pair.append(p_id[src[hit]])
+        out_pos.append(h_pos[at[hit]])
+        out_value.append(data[hit].astype(np.float64) * h_weight[at[hit]])
+    if not out_pair:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    return np.concatenate(out_pair), np.concatenate(out_pos), np.concatenate(out_value)

@@ -228,3 +228,47 @@ def test_rankers_agree_with_every_source_on() -> None:
     assert [[(i.item_id, i.reason) for i in lst] for lst in got] == [
         [(i.item_id, i.reason) for i in lst] for lst in want
     ]
+
+
+@pytest.mark.parametrize("history_len", [1, 3, 40])
+@pytest.mark.parametrize("density", [0.05, 0.6])
+def test_batched_top_contributors_match_the_per_user_definition(
+    history_len: int, density: float
+) -> None:
+    """``top_contributors`` (one pass for a batch, gathering W by rows or by columns,
+    whichever is fewer) names what ``contributions`` + ``top_contributor`` name per user."""
+    from models.signals import contributions, history_signals, top_contributor, top_contributors
+
+    rng = np.random.default_rng(history_len * 100 + int(density * 10))
+    n = 60
+    ids = [f"i{j:02d}" for j in range(n)]
+    b = rng.normal(size=(n, n)).astype(np.float32) * (rng.random((n, n)) < density)
+    np.fill_diagonal(b, 0.0)
+    model = ItemItem(ids, prune(b, 30))
+    rules = Transitions(steps=3)
+    for _ in range(300):
+        seq = list(rng.choice(ids, size=4, replace=False))
+        for k in range(1, 4):
+            rules.learn(seq[:k][::-1], seq[k])
+    histories = [list(rng.choice(ids + ["unknown"], size=history_len)) for _ in range(25)]
+    histories.append([])
+    excludes: list[set[str]] = [set() for _ in histories]
+    sigs = history_signals(model, rules, histories, excludes, 1.0, 3.0, 20, 10)
+    items = [list(rng.choice(ids + ["other"], size=12, replace=False)) for _ in histories]
+    got = top_contributors(model, rules, histories, items, sigs, 1.0, 3.0, 1.0, 10.0)
+    want = [
+        [top_contributor(row) for row in contributions(model, rules, h, i, s, 1.0, 3.0, 1.0, 10.0)]
+        for h, i, s in zip(histories, items, sigs, strict=True)
+    ]
+    assert got == want
+    assert any(x is not None for row in want for x in row)
+
+
+def test_batched_top_contributors_without_any_contribution() -> None:
+    from models.signals import history_signals, top_contributors
+
+    model = ItemItem(["a", "b"], sparse.csr_matrix(np.array([[0, 1], [1, 0]], np.float32)))
+    histories = [["unknown"], []]
+    sigs = history_signals(model, Transitions(), histories, [set(), set()], 1.0, 3.0, 5, 5)
+    got = top_contributors(model, Transitions(), histories, [["a", "b"], ["b"]], sigs, 1, 3, 1, 1)
+    assert got == [[None, None], [None]]
