@@ -250,11 +250,11 @@ def test_batched_top_contributors_match_the_per_user_definition(
         seq = list(rng.choice(ids, size=4, replace=False))
         for k in range(1, 4):
             rules.learn(seq[:k][::-1], seq[k])
-    histories = [list(rng.choice(ids + ["unknown"], size=history_len)) for _ in range(25)]
+    histories = [list(rng.choice([*ids, "unknown"], size=history_len)) for _ in range(25)]
     histories.append([])
     excludes: list[set[str]] = [set() for _ in histories]
     sigs = history_signals(model, rules, histories, excludes, 1.0, 3.0, 20, 10)
-    items = [list(rng.choice(ids + ["other"], size=12, replace=False)) for _ in histories]
+    items = [list(rng.choice([*ids, "other"], size=12, replace=False)) for _ in histories]
     got = top_contributors(model, rules, histories, items, sigs, 1.0, 3.0, 1.0, 10.0)
     want = [
         [top_contributor(row) for row in contributions(model, rules, h, i, s, 1.0, 3.0, 1.0, 10.0)]
