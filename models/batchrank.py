@@ -25,7 +25,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from models.bandit import EpsilonGreedyRanker, slot_epsilon
+from models.bandit import EpsilonGreedyRanker
 from models.profile import UserProfile
 from models.reclist import RecItem
 from models.recommender import (
@@ -445,44 +445,67 @@ class VectorRanker:
         sizes = valid.sum(axis=1)
         eps = np.array([r.cfg.epsilon.epsilon_at(r.t) for r in requests])
         remaining = valid.copy()
-        prefix = order.shape[1]
-        cursor = np.zeros(b, dtype=np.int64)
-        out: list[list[tuple[int, float, float, bool]]] = [[] for _ in range(b)]
-        value_of: list[dict[int, float]] = [
-            {int(c): float(v) for c, v in zip(order[i], values[i], strict=True) if c >= 0}
-            for i in range(b)
-        ]
+        arange = np.arange(b)
+        listed = order >= 0
+        safe_order = np.where(listed, order, 0)
         n_slots = min(cfg.k, width)
         coins = self.rng.random((n_slots, b))
         draws = self.rng.random((n_slots, b))
+        cols = np.full((n_slots, b), -1, dtype=np.int64)
+        scores = np.zeros((n_slots, b))
+        props = np.zeros((n_slots, b))
+        explored = np.zeros((n_slots, b), dtype=bool)
         for s in range(n_slots):
             n_rem = sizes - s
             live = n_rem > 0
             if not live.any():
                 break
-            # the greedy column: the first MMR pick still remaining
-            greedy = np.full(b, -1, dtype=np.int64)
-            for i in np.flatnonzero(live):
-                c = cursor[i]
-                while c < prefix and (order[i, c] < 0 or not remaining[i, order[i, c]]):
-                    c += 1
-                cursor[i] = c
-                greedy[i] = order[i, c] if c < prefix else int(np.argmax(remaining[i]))
+            # the greedy column: the first MMR pick still remaining (past the MMR prefix,
+            # the first remaining column)
+            left = listed & remaining[arange[:, None], safe_order]
+            in_prefix = left.any(axis=1)
+            greedy = np.where(
+                in_prefix,
+                safe_order[arange, np.argmax(left, axis=1)],
+                np.argmax(remaining, axis=1),
+            )
             explore = coins[s] < eps if s >= cfg.protected_slots else np.zeros(b, dtype=bool)
+            explore &= live
             pick = greedy.copy()
-            idx = np.flatnonzero(live & explore)
+            idx = np.flatnonzero(explore)
             if idx.size:
                 r_index = np.minimum((draws[s, idx] * n_rem[idx]).astype(np.int64), n_rem[idx] - 1)
                 cums = np.cumsum(remaining[idx], axis=1)
                 pick[idx] = np.argmax(cums > r_index[:, None], axis=1)
-            for i in np.flatnonzero(live):
-                col = int(pick[i])
-                remaining[i, col] = False
-                e = slot_epsilon(s, float(eps[i]), cfg.protected_slots)
-                exploit = 1.0 - e if col == greedy[i] else 0.0
-                prop = min(1.0, exploit + e / n_rem[i])
-                value = value_of[i].get(col, float(after[i, col]))
-                out[i].append((col, value, float(prop), bool(explore[i])))
+            at = arange[live]
+            remaining[at, pick[live]] = False
+            e = eps if s >= cfg.protected_slots else np.zeros(b)
+            exploit = np.where(pick == greedy, 1.0 - e, 0.0)
+            prop = np.minimum(1.0, exploit + e / np.maximum(n_rem, 1))
+            # the marginal value at the pick: its MMR step's if it was picked by MMR
+            match = listed & (order == pick[:, None])
+            value = np.where(
+                match.any(axis=1),
+                values[arange, np.argmax(match, axis=1)],
+                after[arange, pick],
+            )
+            cols[s, live] = pick[live]
+            scores[s, live] = value[live]
+            props[s, live] = prop[live]
+            explored[s, live] = explore[live]
+        out: list[list[tuple[int, float, float, bool]]] = []
+        for i, size in enumerate(np.minimum(sizes, n_slots).tolist()):
+            out.append(
+                list(
+                    zip(
+                        cols[:size, i].tolist(),
+                        scores[:size, i].tolist(),
+                        props[:size, i].tolist(),
+                        explored[:size, i].tolist(),
+                        strict=True,
+                    )
+                )
+            )
         return out
 
     @staticmethod
