@@ -670,12 +670,14 @@ def profile_rows(stats: pstats.StatsProfile, key: str, top: int) -> list[dict[st
     return rows[:top]
 
 
-def ms_per_call(stats: pstats.StatsProfile, file_end: str, name: str) -> float | None:
-    """Cumulative milliseconds per call of one function (under the profiler)."""
-    for fn, fp in stats.func_profiles.items():
-        if fn == name and fp.file_name.endswith(file_end):
-            calls = int(fp.ncalls.split("/")[0])
-            return round(fp.cumtime * 1000 / calls, 3) if calls else None
+def ms_per_call(stats: pstats.Stats, file_end: str, name: str) -> float | None:
+    """Cumulative milliseconds per call of one function (under the profiler); by file and
+    name, as functions of the same name in other files (an executor's ``run``) differ."""
+    raw: dict[tuple[str, int, str], tuple[int, int, float, float, Any]]
+    raw = stats.stats  # type: ignore[attr-defined]
+    for (file_name, _, fn), (_, calls, _, cumtime, _) in raw.items():
+        if fn == name and file_name.endswith(file_end):
+            return round(cumtime * 1000 / calls, 3) if calls else None
     return None
 
 
@@ -691,7 +693,8 @@ def profile(
     profiler = cProfile.Profile(time.thread_time)  # CPU time: other load does not count
     on_step = cProfile.Profile(time.thread_time)
     process_in_process(settings, prior, items, events, profiler, on_step)
-    stats = pstats.Stats(profiler).add(on_step).get_stats_profile()
+    merged = pstats.Stats(profiler).add(on_step)
+    stats = merged.get_stats_profile()
     per_cpu_s = rates["events_per_cpu_s"]
     return {
         "method": (
@@ -705,9 +708,9 @@ def profile(
         "in_process_events_per_wall_s": round(rates["events_per_wall_s"], 1),
         "cpu_ms_per_event": round(1000 / per_cpu_s, 4),
         "worker_share_outside_processor": round(max(0.0, 1 - worker_rate / per_cpu_s), 3),
-        "profiled_ms_per_batch": ms_per_call(stats, "models/step.py", "run"),
-        "profiled_ms_per_batch_ranked": ms_per_call(stats, "models/step.py", "_rank"),
-        "profiled_ms_per_rank_batch": ms_per_call(stats, "models/batchrank.py", "rank_batch"),
+        "profiled_ms_per_batch": ms_per_call(merged, "models/step.py", "run"),
+        "profiled_ms_per_batch_ranked": ms_per_call(merged, "models/step.py", "_rank"),
+        "profiled_ms_per_rank_batch": ms_per_call(merged, "models/batchrank.py", "rank_batch"),
         "top_cumulative": profile_rows(stats, "cumtime", PROFILE_TOP),
         "top_own_time": profile_rows(stats, "tottime", PROFILE_TOP),
     }
