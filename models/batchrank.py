@@ -330,7 +330,7 @@ class VectorRanker:
             rows[i, : len(rows_i)] = rows_i
         valid = rows != feats.pad
         item_units = feats.unit[rows]  # (b, width, dim)
-        sim = np.einsum("bwd,bd->bw", item_units, users)
+        sim = np.matmul(item_units, users[:, :, None])[:, :, 0]
         sim = np.where(feats.content[rows], sim * cfg.content_discount, sim)
         user_shares = feats.shares(shares)  # (b, columns + 1); column -1 is zero
         item_cats = feats.category_matrix[rows]  # (b, width, cats per item)
