@@ -165,6 +165,27 @@ class _Features:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class _Marginal:
+    """Each column's MMR marginal after the picks (``VectorRanker._mmr``), on demand."""
+
+    rel: npt.NDArray[np.float64]
+    units: npt.NDArray[np.float64]
+    picked: npt.NDArray[np.float64]
+    """(rows, steps, dim): the unit vector of each step's pick."""
+    picked_ok: npt.NDArray[np.bool_]
+    """(rows, steps): the step picked something whose similarity counts."""
+    diversity: float
+
+    def at(self, cols: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+        """The marginal of column ``cols[i]`` of each row ``i``."""
+        rows = np.arange(len(cols))
+        sims = np.matmul(self.picked, self.units[rows, cols][:, :, None])[:, :, 0]
+        max_sim = np.maximum(0.0, np.where(self.picked_ok, sims, -np.inf).max(axis=1, initial=0.0))
+        out: npt.NDArray[np.float64] = self.rel[rows, cols] - self.diversity * max_sim
+        return out
+
+
 class VectorRanker:
     """``ReferenceRanker``'s lists for a whole batch at once, vectorised with numpy."""
 
@@ -403,39 +424,58 @@ class VectorRanker:
         valid: npt.NDArray[np.bool_],
         cfg: RankConfig,
         has_vector: npt.NDArray[np.bool_],
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], _Marginal]:
         """The first ``k`` MMR picks per row (columns, -1 past the pool), their marginal
-        values, and every column's marginal after those picks."""
+        values, and each column's marginal after those picks (``_Marginal``).
+
+        Only columns that can be among the first ``k`` picks take part: a column's
+        marginal is at most its ``rel`` (the similarity term is >= 0) and at least
+        ``rel - diversity`` (unit vectors), and at every step one of the ``k`` best
+        columns by ``rel`` is still there, so a column whose ``rel`` is below the
+        ``k``-th best's minus ``diversity`` is never picked."""
         b, width = relevance.shape
         steps = min(cfg.k, width)
         div = cfg.diversity
         rel = (1.0 - div) * relevance
-        max_sim = np.zeros((b, width))
-        taken = ~valid
-        order = np.full((b, steps), -1, dtype=np.int64)
-        values = np.zeros((b, steps))
         units = np.where(has_vector[..., None], units, 0.0)
         arange = np.arange(b)
+        live_rel = np.where(valid, rel, -np.inf)
+        kth = -np.partition(-live_rel, steps - 1, axis=1)[:, steps - 1]
+        floor = kth - div * (1.0 + 1e-6) - 1e-12
+        eligible = valid & (live_rel >= floor[:, None])
+        # the eligible columns of each row first, in column order (so ties go the same way)
+        counts = eligible.sum(axis=1)
+        cols = np.argsort(~eligible, axis=1, kind="stable")[:, : max(1, int(counts.max()))]
+        c_units = units[arange[:, None], cols]
+        c_rel = np.take_along_axis(rel, cols, axis=1)
+        taken = np.arange(cols.shape[1])[None, :] >= counts[:, None]
+        max_sim = np.zeros(cols.shape)
+        order = np.full((b, steps), -1, dtype=np.int64)
+        values = np.zeros((b, steps))
+        picked_units = np.zeros((b, steps, units.shape[2]))
+        picked_ok = np.zeros((b, steps), dtype=bool)
         for step in range(steps):
-            marginal = np.where(taken, -np.inf, rel - div * max_sim)
+            marginal = np.where(taken, -np.inf, c_rel - div * max_sim)
             col = np.argmax(marginal, axis=1)
-            ok = np.isfinite(marginal[arange, col])
-            order[ok, step] = col[ok]
-            values[ok, step] = marginal[arange, col][ok]
+            best = marginal[arange, col]
+            ok = np.isfinite(best)
+            order[ok, step] = cols[arange, col][ok]
+            values[ok, step] = best[ok]
             taken[arange[ok], col[ok]] = True
             if div > 0 and step + 1 < steps:
-                picked = units[arange, col]  # (b, dim)
-                sims = np.matmul(units, picked[:, :, None])[:, :, 0]
+                picked = c_units[arange, col]  # (b, dim)
+                picked_units[:, step] = picked
+                picked_ok[:, step] = ok
+                sims = np.matmul(c_units, picked[:, :, None])[:, :, 0]
                 max_sim = np.where(ok[:, None], np.maximum(max_sim, sims), max_sim)
-        after = rel - div * max_sim
-        return order, values, after
+        return order, values, _Marginal(rel, units, picked_units, picked_ok, div)
 
     def _slots(
         self,
         requests: Sequence[RankRequest],
         order: npt.NDArray[np.int64],
         values: npt.NDArray[np.float64],
-        after: npt.NDArray[np.float64],
+        after: _Marginal,
         valid: npt.NDArray[np.bool_],
         cfg: RankConfig,
     ) -> list[list[tuple[int, float, float, bool]]]:
@@ -487,7 +527,7 @@ class VectorRanker:
             value = np.where(
                 match.any(axis=1),
                 values[arange, np.argmax(match, axis=1)],
-                after[arange, pick],
+                after.at(pick),
             )
             cols[s, live] = pick[live]
             scores[s, live] = value[live]

@@ -166,3 +166,50 @@ def test_a_bad_user_vector_is_a_clear_error(ranker: Ranker) -> None:
     bad = dataclasses.replace(request(action_fan()), vector=np.ones(3, dtype=np.float32))
     with pytest.raises(ValueError, match="dimension"):
         ranker.rank_batch([bad], world(), NOW)
+
+
+def _full_mmr(
+    relevance: np.ndarray, units: np.ndarray, valid: np.ndarray, k: int, div: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MMR over every column (the definition ``VectorRanker._mmr`` prunes)."""
+    b, width = relevance.shape
+    steps = min(k, width)
+    rel = (1.0 - div) * relevance
+    max_sim = np.zeros((b, width))
+    taken = ~valid
+    order = np.full((b, steps), -1)
+    values = np.zeros((b, steps))
+    rows = np.arange(b)
+    for step in range(steps):
+        marginal = np.where(taken, -np.inf, rel - div * max_sim)
+        col = np.argmax(marginal, axis=1)
+        ok = np.isfinite(marginal[rows, col])
+        order[ok, step] = col[ok]
+        values[ok, step] = marginal[rows, col][ok]
+        taken[rows[ok], col[ok]] = True
+        if step + 1 < steps:
+            sims = units @ units[rows, col][:, :, None]
+            max_sim = np.where(ok[:, None], np.maximum(max_sim, sims[:, :, 0]), max_sim)
+    return order, values, rel - div * max_sim
+
+
+@pytest.mark.parametrize("diversity", [0.0, 0.05, 0.3, 1.0])
+def test_pruned_mmr_picks_what_full_mmr_picks(diversity: float) -> None:
+    rng = np.random.default_rng(int(diversity * 100))
+    b, width, dim, k = 12, 80, 8, 10
+    units = rng.normal(size=(b, width, dim))
+    units /= np.linalg.norm(units, axis=2, keepdims=True)
+    relevance = rng.random((b, width)) ** 3
+    relevance[:, ::7] = relevance[:, 1::7][:, : relevance[:, ::7].shape[1]]  # ties
+    valid = rng.random((b, width)) < 0.9
+    valid[0, 5:] = False  # a row shorter than k
+    valid[1] = False  # an empty row
+    cfg = dataclasses.replace(RankConfig(), k=k, diversity=diversity)
+    has = np.ones((b, width), dtype=bool)
+    order, values, after = VectorRanker._mmr(relevance, units, valid, cfg, has)
+    want_order, want_values, want_after = _full_mmr(relevance, units, valid, k, diversity)
+    assert order.tolist() == want_order.tolist()
+    assert values == pytest.approx(want_values, abs=1e-12)
+    for col in range(width):
+        cols = np.full(b, col)
+        assert after.at(cols) == pytest.approx(want_after[:, col], abs=1e-12)
