@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from models.bandit import EpsilonGreedyRanker
 from models.profile import UserProfile
-from models.reclist import RecItem
+from models.reclist import RecItem, rec_item
 from models.recommender import (
     EXPLORING,
     TRENDING,
@@ -409,9 +409,7 @@ class VectorRanker:
             )
             lists.append(
                 [
-                    RecItem.model_construct(
-                        item_id=pool[col], score=round(value, 6), reason=reason, propensity=prop
-                    )
+                    rec_item(pool[col], round(value, 6), reason, prop)
                     for (col, value, prop, _), reason in zip(picks, reasons, strict=True)
                 ]
             )

@@ -111,3 +111,18 @@ def test_a_quantity_with_a_fraction_or_exponent_is_rejected_and_the_schema_says_
     assert Draft202012Validator(event_schema()).is_valid(json.loads(payload))  # by value
     quantity = event_schema()["properties"]["quantity"]  # type: ignore[index]
     assert "2.0" in quantity["description"], quantity
+
+
+def test_an_unvalidated_rec_item_is_a_validated_one() -> None:
+    """``rec_item`` (the ranker's cheap constructor) builds what validation builds."""
+    from models.reclist import RecItem, RecList, rec_item
+
+    fast = rec_item("i1", 0.25, "because you clicked X", 0.9)
+    slow = RecItem(item_id="i1", score=0.25, reason="because you clicked X", propensity=0.9)
+    assert fast == slow
+    assert fast.model_dump_json() == slow.model_dump_json()
+    assert fast.model_fields_set == slow.model_fields_set
+    doc = RecList(user_id="u", items=[fast], generated_at=1.0, event_ts=None, model_version="m")
+    assert RecList.model_validate_json(doc.model_dump_json()).items == [slow]
+    with pytest.raises(ValueError, match="frozen"):
+        fast.score = 1.0  # type: ignore[misc]
