@@ -5,7 +5,9 @@ Three tasks, none of which blocks the loop or waits for another's I/O:
 - the **pump** takes the buffered events in micro-batches (``batch_max_events``, or
   whatever waited ``flush_interval_ms``), dead-letters the rejects, admits the batch
   (``Worker.admit``: users in memory go on, the others are held for the loader) and
-  runs the step on the step thread;
+  runs the step on the step thread; backlogged (a whole batch buffered behind the one
+  it steps), it first holds the next batch's users that must be read, so that the
+  loader reads them while the step runs (``_read_ahead``);
 - the **loader** reads the held users from the store and releases their events to the
   pump, in order per user; while the store does not answer it retries with backoff and
   the pump goes on with the users in memory;
@@ -64,6 +66,8 @@ class EventPipeline:
         self._loaded = asyncio.Event()
         self._failures = 0
         """Reads of held users that failed in a row (the store is down: do not wait)."""
+        self._ahead = False
+        """Events were held by ``_read_ahead`` since the last batch."""
         self._messages: dict[int, tuple[Any, Inbound]] = {}
         """id(inbound) -> its message, for the held events (for a retry's dead letters)."""
 
@@ -147,12 +151,20 @@ class EventPipeline:
                 )
                 if not (due or self.rejects or self.worker.released):
                     return
-                batch = self.buffer[: self.batch_max] if due else []
+                size = self.batch_max
+                if due and self._ahead:
+                    # the batch read ahead goes next: its held events once read, with the
+                    # others of its window (at the buffer's head)
+                    if self.worker.held:
+                        await self._wait_loaded()
+                    size = max(0, self.batch_max - self.worker.released)
+                batch = self.buffer[:size] if due else []
                 del self.buffer[: len(batch)]
                 self._since = time.monotonic()
                 await self._one(batch)
 
     async def _one(self, batch: list[tuple[Any, Inbound]]) -> None:
+        self._ahead = False
         dead, self.rejects = self.rejects, []
         for msg, rejected in dead:
             await self.dead_letter(msg, rejected)
@@ -164,6 +176,7 @@ class EventPipeline:
             await self._wait_loaded()
         inbound = self.worker.take_released() + ready
         pairs = [self._messages.pop(id(i)) for i in inbound]
+        self._read_ahead()
         if inbound:
             try:
                 await self.worker.apply(inbound)
@@ -173,6 +186,23 @@ class EventPipeline:
                     raise
                 await self.failed(pairs)
         self._write.set()
+
+    def _read_ahead(self) -> None:
+        """Backlogged (a whole batch buffered), hold the next batch's users that must be
+        read from the store and start the loader: it reads them while the step runs.
+        The other events stay buffered, to be admitted right before their own step."""
+        if len(self.buffer) < self.batch_max:
+            return
+        ahead = self.buffer[: self.batch_max]
+        ready = {id(i) for i in self.worker.admit(i for _, i in ahead)}
+        if len(ready) == len(ahead):
+            return
+        self.buffer[: self.batch_max] = [pair for pair in ahead if id(pair[1]) in ready]
+        for pair in ahead:
+            if id(pair[1]) not in ready:
+                self._messages[id(pair[1])] = pair
+        self._ahead = True
+        self._load.set()
 
     async def _wait_loaded(self) -> None:
         """Start the loader; wait for it while a read has been in flight < LOAD_WAIT_S."""
@@ -205,3 +235,4 @@ class EventPipeline:
         self.buffer.clear()
         self.rejects.clear()
         self._messages.clear()
+        self._ahead = False
