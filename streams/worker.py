@@ -25,7 +25,7 @@ import json
 import logging
 import time
 import zlib
-from collections import OrderedDict, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -106,17 +106,34 @@ def item_partition(item_id: str, partitions: int) -> int:
 
 
 class _Cache(OrderedDict[str, UserProfile]):
-    """Profiles in memory, least recently used first, bounded."""
+    """Profiles in memory, least recently used first, bounded.
+
+    A profile whose user has events on the way to the step is never the one evicted:
+    ``waiting`` (admitted or read events not yet applied; the event loop's) and
+    ``stepping`` (the users of the batch being stepped; the step thread's). Otherwise
+    an event counted as "user in memory" could meet an evicted profile and start it
+    anew. While every profile is pinned the cache may hold more than ``limit``."""
 
     def __init__(self, limit: int) -> None:
         super().__init__()
         self.limit = limit
+        self.waiting: Counter[str] = Counter()
+        self.stepping: frozenset[str] = frozenset()
 
     def __setitem__(self, key: str, value: UserProfile) -> None:
         super().__setitem__(key, value)
         self.move_to_end(key)
+        self.trim()
+
+    def trim(self) -> None:
+        """Evict the least recently used unpinned profiles down to ``limit``."""
         while len(self) > self.limit:
-            self.popitem(last=False)
+            for oldest in self:
+                if oldest not in self.waiting and oldest not in self.stepping:
+                    break
+            else:
+                return
+            del self[oldest]
 
 
 class Worker:
@@ -134,7 +151,7 @@ class Worker:
         self.sink = sink
         self.stats = stats or WorkerStats()
         self.prior = prior
-        self.profiles: MutableMapping[str, UserProfile] = _Cache(settings.profile_cache_size)
+        self.profiles = _Cache(settings.profile_cache_size)
         self.step = WorkerStep(step_config(settings, prior), self.profiles, prior, catalog)
         self.model_version = self.step.config.model_version
         self.items = self.step.items
@@ -152,6 +169,8 @@ class Worker:
         self._released: list[Inbound] = []
         self._absent: set[str] = set()
         """Users read from the store and found absent, not yet in a step."""
+        self._pinned: set[int] = set()
+        """Events (``id``) whose user's profile is pinned in memory until they are applied."""
         self._epoch = 0
         self._io = asyncio.Lock()
         """One store round trip at a time: a read never misses a write in flight."""
@@ -227,11 +246,10 @@ class Worker:
             waiting = self._held.get(user_id)
             if waiting is not None:
                 waiting.append(inbound)
-            elif (
-                isinstance(inbound.message, ForgetUser)
-                or user_id in self.profiles
-                or user_id in self._absent
-            ):
+            elif user_id in self.profiles:
+                self._pin(inbound)
+                ready.append(inbound)
+            elif isinstance(inbound.message, ForgetUser) or user_id in self._absent:
                 ready.append(inbound)
             else:
                 self._held[user_id] = [inbound]
@@ -261,6 +279,10 @@ class Worker:
         epoch = self._epoch
         found = await self._read_profiles(users)
         if any(raw is not None for raw in found.values()):  # new users need no step-thread hop
+            for user_id, raw in found.items():
+                if raw is not None:
+                    for inbound in self._held.get(user_id, ()):
+                        self._pin(inbound)
             await self.call(self._insert, found)
         if epoch != self._epoch:  # the partitions were revoked meanwhile
             return 0
@@ -342,7 +364,10 @@ class Worker:
         for position in positions:
             self.offsets.read(position)
         at = time.time() if now is None else now
-        out, puts = await self.call(self._step, batch, at)
+        try:
+            out, puts = await self.call(self._step, batch, at)
+        finally:
+            self._unpin(batch)
         self._record(out, puts)
         self._absent.difference_update(i.message.user_id for i in batch)
         self.offsets.at_next_write(positions)
@@ -350,8 +375,29 @@ class Worker:
 
     def _step(self, batch: Sequence[Inbound], now: float) -> tuple[Outbox, list[Put]]:
         """The step and the serialising of its writes (step thread)."""
-        out = self.step.run(batch, now)
+        self.profiles.stepping = frozenset(i.message.user_id for i in batch)
+        try:
+            out = self.step.run(batch, now)
+        finally:
+            self.profiles.stepping = frozenset()
+            self.profiles.trim()
         return out, self._puts(out) + self._popular_puts()
+
+    def _pin(self, inbound: Inbound) -> None:
+        """Keep the event's user in memory until the event is applied (event loop)."""
+        if id(inbound) not in self._pinned:
+            self._pinned.add(id(inbound))
+            self.profiles.waiting[inbound.message.user_id] += 1
+
+    def _unpin(self, batch: Sequence[Inbound]) -> None:
+        waiting = self.profiles.waiting
+        for inbound in batch:
+            if id(inbound) in self._pinned:
+                self._pinned.discard(id(inbound))
+                user_id = inbound.message.user_id
+                waiting[user_id] -= 1
+                if waiting[user_id] <= 0:
+                    del waiting[user_id]
 
     def _puts(self, out: Outbox) -> list[Put]:
         s = self.settings
@@ -473,6 +519,8 @@ class Worker:
         await self.forget_memory()
         self._held.clear()
         self._released.clear()
+        self._pinned.clear()
+        self.profiles.waiting.clear()
         self.offsets.clear()
         prefixes = tuple(self.settings.key(kind, "") for kind in USER_KEYS)
         for key in [k for k in self.pending if k.startswith(prefixes)]:

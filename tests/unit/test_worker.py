@@ -513,3 +513,54 @@ def test_a_catalog_document_without_optional_fields_is_completed(world: World) -
     world.event("click", "u1", "a9", T0)
     world.process()
     assert world.profile("u1") is not None
+
+
+@pytest.fixture
+def small_cache(settings: Settings) -> World:
+    """A worker that keeps two profiles in memory."""
+    return World(settings.model_copy(update={"profile_cache_size": 2}))
+
+
+def test_a_full_cache_never_evicts_a_user_of_the_batch_being_stepped(small_cache: World) -> None:
+    """The batch's new users fill the cache before the step reaches u1's event: u1's
+    profile stays in memory for it (evicted, it would start anew and lose its count)."""
+    world = small_cache
+    world.item("i1", "Action")
+    world.event("click", "u1", "i1", T0)
+    world.process()
+    for user in ("x1", "x2", "u1"):
+        world.event("click", user, "i1", T0 + 10)
+    world.process()
+    profile = world.profile("u1")
+    assert profile is not None
+    assert profile["counts"] == {"click": 2}
+    assert len(world.worker.profiles) == 2  # the limit holds again after the step
+
+
+def test_a_full_cache_never_evicts_an_admitted_user_for_a_read_one(small_cache: World) -> None:
+    """u1 is admitted as "in memory"; reading x1 from the store before the step must not
+    evict u1 to make room."""
+    world = small_cache
+    world.item("i1", "Action")
+    world.event("click", "x1", "i1", T0)
+    world.process()
+    world.worker.forget_partitions()  # x1 is only in the store now
+    world.event("click", "u1", "i1", T0 + 1)
+    world.event("click", "u2", "i1", T0 + 2)
+    world.process()  # memory: u1 (oldest), u2
+    world.event("click", "x1", "i1", T0 + 3)
+    world.event("click", "u1", "i1", T0 + 4)
+    batch, world.batch = world.batch, []
+    worker = world.worker
+
+    async def through_the_pipeline() -> None:
+        ready = worker.admit(batch)
+        assert [i.message.user_id for i in ready] == ["u1"]
+        await worker.load_held()  # reads x1 into memory (the cache is full)
+        await worker.apply(worker.take_released() + ready)
+        await worker.flush()
+
+    asyncio.run(through_the_pipeline())
+    assert (world.profile("u1") or {})["counts"] == {"click": 2}
+    assert (world.profile("x1") or {})["counts"] == {"click": 2}
+    assert not worker.profiles.waiting  # every pin released once applied
