@@ -95,10 +95,58 @@ def _first(ranked: Sequence[tuple[str, float]], n: int, exclude: set[str]) -> li
     return out
 
 
+_Static = tuple[bool, bool, tuple[str, ...], float | None, int]
+"""An item's inputs that change only with the catalog: from content, available, its
+distinct categories, first seen, item-item column (-1: none)."""
+
+
+class _StaticCache:
+    """``_Static`` per item, kept across batches while the item view says which items
+    the catalog changed (``ItemView.catalog_changes``); rebuilt when it cannot say."""
+
+    LIMIT = 500_000
+    """Items kept at most (then the cache starts again)."""
+
+    def __init__(self) -> None:
+        self._items: ItemView | None = None
+        self._version = -1
+        self._rows: dict[str, _Static] = {}
+
+    def table(self, items: ItemView) -> dict[str, _Static]:
+        """The cache, valid for ``items`` as they are now."""
+        if items is not self._items:
+            self._items, self._version, self._rows = items, -1, {}
+        version, changed = items.catalog_changes(self._version)
+        if changed is None or len(self._rows) > self.LIMIT:
+            self._rows = {}
+        else:
+            for item_id in changed:
+                self._rows.pop(item_id, None)
+        self._version = version
+        return self._rows
+
+
+def _static(items: ItemView, item_id: str, ii_index: Mapping[str, int]) -> _Static:
+    return (
+        items.from_content(item_id),
+        items.available(item_id),
+        tuple(dict.fromkeys(items.categories(item_id))),
+        items.first_seen(item_id),
+        ii_index.get(item_id, -1),
+    )
+
+
 class _Features:
     """Per-item inputs of the blend for the union of a batch's candidates."""
 
-    def __init__(self, items: ItemView, ids: Sequence[str], now_ts: float, cfg: RankConfig):
+    def __init__(
+        self,
+        items: ItemView,
+        ids: Sequence[str],
+        now_ts: float,
+        cfg: RankConfig,
+        static: dict[str, _Static] | None = None,
+    ):
         n, dim = len(ids), items.retriever.dim
         self.row = {item_id: i for i, item_id in enumerate(ids)}
         unit = np.zeros((n + 1, dim), dtype=np.float64)  # row n: "no item" (padding)
@@ -114,18 +162,22 @@ class _Features:
         q0 = quality.prior_mean
         window = cfg.new_item_window_s
         cats: list[tuple[str, ...]] = []
+        ii_col = np.full(n + 1, -1, dtype=np.int64)
+        """Each row's item-item column (-1: not in the item-item model, and padding)."""
         retriever = items.retriever
+        ii_index = items.item_item.row if items.item_item is not None else {}
+        rows = {} if static is None else static
         for i, item_id in enumerate(ids):
             vec = retriever.vector(item_id)
             if vec is not None:
                 unit[i] = vec
-            content[i] = items.from_content(item_id)
-            available[i] = items.available(item_id)
+            known = rows.get(item_id)
+            if known is None:
+                known = rows[item_id] = _static(items, item_id, ii_index)
+            content[i], available[i], item_cats, seen, ii_col[i] = known
             qual[i] = math.tanh(math.log(quality.score(item_id) / q0))
-            seen = items.first_seen(item_id)
             if seen is not None and window > 0:
                 fresh[i] = max(0.0, 1.0 - max(0.0, now_ts - seen) / window)
-            item_cats = tuple(dict.fromkeys(items.categories(item_id)))
             cats.append(item_cats)
             p = global_pop.get(item_id, 0.0)
             for cat in item_cats:
@@ -140,11 +192,7 @@ class _Features:
         self.unit, self.has, self.content = unit, has, content
         self.qual, self.fresh, self.pop, self.cats = qual, fresh, pop, cats
         self.available = available
-        ii_index = items.item_item.row if items.item_item is not None else {}
-        self.ii_col = np.fromiter(
-            (ii_index.get(item_id, -1) for item_id in [*ids, ""]), np.int64, n + 1
-        )
-        """Each row's item-item column (-1: not in the item-item model, and padding)."""
+        self.ii_col = ii_col
         self.pad = n
         self.columns: dict[str, int] = {}
         """Category -> its column in ``category_matrix`` and in a user's shares."""
@@ -191,6 +239,7 @@ class VectorRanker:
 
     def __init__(self, seed: int = 0) -> None:
         self.rng = np.random.default_rng(seed)
+        self._static = _StaticCache()
 
     def rank_batch(
         self, requests: Sequence[RankRequest], items: ItemView, now_ts: float
@@ -304,7 +353,7 @@ class VectorRanker:
         users, signals, shares, gathered = self._gather(requests, items, now_ts, cfg)
         history = {h for r in requests for h in r.profile.recent[: cfg.history_for_reasons]}
         union = sorted(set().union(*gathered) | history)
-        feats = _Features(items, union, now_ts, cfg)
+        feats = _Features(items, union, now_ts, cfg, self._static.table(items))
         # rows in id order (``union`` is sorted), each once, available items only
         row_lists: list[npt.NDArray[np.int64]] = []
         for ids in gathered:

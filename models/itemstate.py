@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import deque
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Collection, Mapping, MutableMapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,8 @@ CONTEXT_ITEMS = 5
 """Recent history items an event's item is moved toward."""
 NEW_PER_CATEGORY = 50
 """Newest items remembered per category for "new in <category>"."""
+CHANGE_LOG = 100_000
+"""Catalog changes remembered for ``catalog_changes`` (older: "anything may have changed")."""
 
 
 class ItemState:
@@ -55,6 +57,8 @@ class ItemState:
         self._transitions = None if artefact.transitions is None else artefact.transitions.copy()
         self.global_top: Ranked = []
         self.category_top: Mapping[str, Ranked] = {}
+        self._version = 0
+        self._changes: deque[tuple[int, str]] = deque(maxlen=CHANGE_LOG)
 
     # --- ItemView -----------------------------------------------------------------------
     @property
@@ -102,10 +106,25 @@ class ItemState:
     def vector(self, item_id: str) -> np.ndarray | None:
         return self._retriever.vector(item_id)
 
+    def catalog_changes(self, since: int) -> tuple[int, Collection[str] | None]:
+        if since == self._version:
+            return since, ()
+        if since > self._version or not self._changes or self._changes[0][0] > since + 1:
+            return self._version, None
+        changed: list[str] = []
+        for version, item_id in reversed(self._changes):
+            if version <= since:
+                break
+            changed.append(item_id)
+        return self._version, changed
+
     def on_item(self, item: ItemUpsert, seen_at: float | None = None) -> bool:
-        """A catalog upsert: give an unknown item its content vector. True if added.
+        """A catalog upsert (the catalog already holds it): a change for
+        ``catalog_changes``; an unknown item gets its content vector. True if added.
 
         Unavailable items keep their vector; the ranker never shows them."""
+        self._version += 1
+        self._changes.append((self._version, item.item_id))
         if self._retriever.vector(item.item_id) is not None or self._artefact.content is None:
             return False
         vector = self._artefact.content.embed([item])

@@ -244,6 +244,12 @@ class ItemView(Protocol):
     @property
     def category_top(self) -> Mapping[str, Ranked]: ...
 
+    def catalog_changes(self, since: int) -> tuple[int, Collection[str] | None]:
+        """The catalog version now, and the items whose categories, availability,
+        content flag or first-seen time changed after version ``since`` (None: any item
+        may have; a ranker caches those per item only while this says what changed)."""
+        ...
+
 
 @dataclass
 class SimpleItemView:
@@ -275,6 +281,9 @@ class SimpleItemView:
 
     def from_content(self, item_id: str) -> bool:
         return item_id in self.content_items
+
+    def catalog_changes(self, since: int) -> tuple[int, Collection[str] | None]:
+        return 0, None  # plain mutable fields: no change log, so no caching
 
     def new_items(self, category: str) -> Sequence[str]:
         found = [

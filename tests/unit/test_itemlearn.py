@@ -181,3 +181,44 @@ def test_quality_totals_follow_impressions_and_rewarded_clicks(
     assert rewards == 1.0  # one click on a list it was in
     assert a.items.quality.stats(top) == (impressions, rewards)
     assert a.stats.variant_clicks == {"default": 1}
+
+
+def test_a_catalog_change_reaches_the_next_list(artefact: Any, tmp_path: Path) -> None:
+    """The ranker caches items' catalog inputs across batches (``catalog_changes``): an
+    item made unavailable, or moved to another category, is seen by the next batch."""
+    w = worker(artefact, tmp_path, "w1")
+    items = w.items
+    assert items is not None
+    version, _ = items.catalog_changes(-1)
+    send(w, [("u1", "s1", T)])
+    first = w.step.rank(["u1"], T + 1, record=False).lists["u1"].items[0].item_id
+    gone = next(i for i in ITEMS if i.item_id == first).model_copy(update={"available": False})
+    w.on_item(gone.model_dump_json().encode(), gone.item_id.encode())
+    assert items.catalog_changes(version)[1] == [first]
+    send(w, [("u1", "s1", T + 2)])
+    listed = [i.item_id for i in w.step.rank(["u1"], T + 3, record=False).lists["u1"].items]
+    assert listed
+    assert first not in listed
+    again = gone.model_copy(update={"available": True, "categories": ("Garden",)})
+    w.on_item(again.model_dump_json().encode(), again.item_id.encode())
+    send(w, [("u1", "s1", T + 4)])
+    assert w.step.categories(first) == ["Garden"]
+    assert first in [i.item_id for i in w.step.rank(["u1"], T + 5, record=False).lists["u1"].items]
+
+
+def test_catalog_changes_say_when_they_cannot_tell(
+    artefact: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import models.itemstate as itemstate
+
+    monkeypatch.setattr(itemstate, "CHANGE_LOG", 2)
+    items = itemstate.ItemState(artefact, {})
+    start, changed = items.catalog_changes(0)
+    assert (start, list(changed or ())) == (0, [])
+    for item in ITEMS[:3]:
+        items.on_item(item)
+    version, changed = items.catalog_changes(start + 1)
+    assert version == start + 3
+    assert sorted(changed or ()) == sorted(i.item_id for i in ITEMS[1:3])
+    assert items.catalog_changes(start)[1] is None  # the log no longer reaches back
+    assert items.catalog_changes(version) == (version, ())
