@@ -174,11 +174,13 @@ class _TopK:
 
     def ranked(self) -> list[tuple[str, float]]:
         """Members best first (ties: item id ascending), scores relative to the best."""
-        best = sorted(self.members.items(), key=lambda kv: (-kv[1], kv[0]))
-        if not best:
+        members = self.members
+        if not members:
             return []
-        top = best[0][1]
-        return [(i, math.exp(v - top)) for i, v in best]
+        # by id, then stably by key, best first (``reverse`` keeps equal keys in order)
+        order = sorted(sorted(members), key=members.__getitem__, reverse=True)
+        keys = np.fromiter(map(members.__getitem__, order), np.float64, len(order))
+        return list(zip(order, map(math.exp, (keys - keys[0]).tolist()), strict=True))
 
 
 class PopularityIndex:
