@@ -169,15 +169,18 @@ class ItemState:
 
     def digest(self) -> str:
         """A short hash of every vector learned online and every item's quality totals,
-        equal on workers that agree."""
+        equal on workers that agree (one pass over arrays: it runs every few seconds)."""
         h = hashlib.sha256()
-        for item_id in sorted(self._online):
-            vec = self._retriever.vector(item_id)
-            if vec is not None:
-                h.update(item_id.encode())
-                h.update(np.round(vec, 5).astype(np.float32).tobytes())
-        for item_id in sorted(self._quality):
-            h.update(f"{item_id}:{self._quality.stats(item_id)}".encode())
+        ids, matrix = self._retriever.to_arrays()
+        row = {item_id: n for n, item_id in enumerate(ids.tolist())}
+        kept = [i for i in sorted(self._online) if i in row]
+        h.update("\x00".join(kept).encode())
+        rows = np.fromiter(map(row.__getitem__, kept), np.int64, len(kept))
+        h.update(np.round(matrix[rows], 5).astype(np.float32).tobytes())
+        rated = sorted(self._quality)
+        h.update("\x00".join(rated).encode())
+        stats = [self._quality.stats(i) for i in rated]
+        h.update(np.asarray(stats, dtype=np.float64).tobytes())
         return h.hexdigest()[:16]
 
     @property

@@ -222,3 +222,17 @@ def test_catalog_changes_say_when_they_cannot_tell(
     assert sorted(changed or ()) == sorted(i.item_id for i in ITEMS[1:3])
     assert items.catalog_changes(start)[1] is None  # the log no longer reaches back
     assert items.catalog_changes(version) == (version, ())
+
+
+def test_the_digest_tells_item_states_apart(artefact: Any) -> None:
+    import models.itemstate as itemstate
+
+    a, b = itemstate.ItemState(artefact, {}), itemstate.ItemState(artefact, {})
+    assert a.digest() == b.digest()
+    vector = np.asarray(artefact.item_vectors[0]) + 0.5
+    a.set_vector("s1", vector)
+    assert a.digest() != b.digest()
+    b.set_vector("s1", vector)
+    assert a.digest() == b.digest()
+    a.quality.record_impression("s1", 2)
+    assert a.digest() != b.digest()
