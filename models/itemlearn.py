@@ -86,6 +86,7 @@ def apply(
     """Apply records (from any owner) newer than what this worker holds; return how
     many were applied."""
     n = 0
+    vectors: dict[str, npt.NDArray[np.float32]] = {}
     for r in records:
         if r.version <= versions.get(r.item_id, 0):
             continue
@@ -94,10 +95,12 @@ def apply(
             popularity.set_online(r.item_id, r.mass)
         if items is not None:
             if r.vector is not None:
-                items.set_vector(r.item_id, r.vector)
+                vectors[r.item_id] = np.asarray(r.vector, dtype=np.float32)
             if r.quality is not None:
                 items.quality.set(r.item_id, *r.quality)
         n += 1
+    if items is not None and vectors:
+        items.set_vectors(list(vectors), list(vectors.values()))  # one index update
     return n
 
 

@@ -163,6 +163,18 @@ class ItemState:
         self._retriever.upsert([item_id], row)
         self._online.add(item_id)
 
+    def set_vectors(
+        self, item_ids: Sequence[str], vectors: Sequence[Sequence[float] | np.ndarray]
+    ) -> None:
+        """``set_vector`` for many items, as one index update (of the right dimension)."""
+        dim = self._retriever.dim
+        keep = [n for n, v in enumerate(vectors) if np.shape(v) == (dim,)]
+        if not keep:
+            return
+        ids = [item_ids[n] for n in keep]
+        self._retriever.upsert(ids, np.asarray([vectors[n] for n in keep], dtype=np.float32))
+        self._online.update(ids)
+
     def online_vector(self, item_id: str) -> np.ndarray | None:
         """``item_id``'s vector if it was learned online (None: still the artefact's)."""
         return self._retriever.vector(item_id) if item_id in self._online else None
