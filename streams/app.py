@@ -65,7 +65,7 @@ both threads."""
 DIGEST_INTERVAL_S = 5.0
 """How often the item-state digest in the stats hash is computed (on the step thread)."""
 
-__all__ = ["EddyApp", "build_app", "load_prior", "run_worker"]
+__all__ = ["EddyApp", "build_app", "impressions_body", "load_prior", "run_worker"]
 GLOBAL_RECOVERY_BUFFER = 1
 """Faust resumes a GlobalTable's changelog partitions that this worker does not also hold
 as standby only when the table's recovery buffer is 1 (docs/reliability.md)."""
@@ -217,7 +217,7 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
                 worker.stats.item_updates_sent += 1
         pending, worker.impressions = worker.impressions, []
         if pending:
-            body = await asyncio.to_thread(_impressions_body, pending)
+            body = await asyncio.to_thread(impressions_body, pending)
             await impressions_topic.send(key=pending[0]["user_id"].encode(), value=body)
         await publish_window()
 
@@ -441,8 +441,11 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
     )
 
 
-def _impressions_body(pending: list[dict[str, Any]]) -> bytes:
-    return json.dumps({"lists": pending}, separators=(",", ":")).encode()
+def impressions_body(pending: list[dict[str, Any]]) -> bytes:
+    """``{"lists": [...]}``, one ``json.dumps`` per list: a single call for the whole
+    window would hold the GIL (and so the event loop) for tens of milliseconds."""
+    lists = [json.dumps(doc, separators=(",", ":")) for doc in pending]
+    return ('{"lists":[' + ",".join(lists) + "]}").encode()
 
 
 def load_prior(settings: Settings) -> ModelArtefact | None:

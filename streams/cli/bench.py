@@ -85,7 +85,7 @@ from models.retrieval_bench import _percentiles_ms, benchmark
 from models.step import Inbound
 from models.synthetic import clustered_vectors, queries_near
 from models.training import TrainConfig, train
-from streams.app import STATS_INTERVAL_S
+from streams.app import STATS_INTERVAL_S, impressions_body
 from streams.cli.bare import stats_key as bare_stats_key
 from streams.cli.demo import stats, wait_processed
 from streams.cli.replay import ReplayStats, replay
@@ -910,10 +910,6 @@ class _Calls:
         }
 
 
-def _impressions_body(pending: list[dict[str, Any]]) -> bytes:
-    return json.dumps({"lists": pending}, separators=(",", ":")).encode()
-
-
 def _learn_message(owner: Worker, body: bytes) -> list[ItemRecord]:
     return learn(decode_deltas(body), owner.step.popularity, owner.items, owner.step.item_versions)
 
@@ -947,7 +943,7 @@ def periodic(
                 loop.run_until_complete(owner.process(window[b : b + size]))
             bodies = calls["send_items: drain_item_updates"].time(owner.drain_item_updates)
             pending, owner.impressions = owner.impressions, []
-            calls["send_items: impressions JSON"].time(partial(_impressions_body, pending))
+            calls["send_items: impressions JSON"].time(partial(impressions_body, pending))
             learned = Window()
             for n, body in enumerate(bodies.values()):
                 records = calls["learn_items: decode_deltas + learn (one message)"].time(

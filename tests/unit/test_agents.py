@@ -95,3 +95,20 @@ def test_a_batch_that_fails_is_retried_event_by_event_and_only_the_culprit_is_de
     assert headers[DLQ_REASON].startswith(b"processing failed: RuntimeError('boom for u2')")
     assert sent[0]["key"] == b"u2"
     assert app.worker.stats.dead_letters == 1
+
+
+def test_the_impressions_body_is_the_windows_lists_as_one_document() -> None:
+    """Encoded list by list (one long ``json.dumps`` would hold the GIL for the event
+    loop's whole window), the same bytes as encoding the document at once."""
+    import json
+
+    from streams.app import impressions_body
+
+    lists = [
+        {"rec_id": f"r{n}", "user_id": f"u{n}", "variant": None, "items": [{"item_id": "é"}]}
+        for n in range(3)
+    ]
+    for pending in (lists, lists[:1], []):
+        body = impressions_body(pending)
+        assert body == json.dumps({"lists": pending}, separators=(",", ":")).encode()
+        assert json.loads(body) == {"lists": pending}
