@@ -115,8 +115,11 @@ class TrainConfig:
     """Content terms in fewer CF items than this are dropped."""
     content_holdout: float = 0.1
     """Share of CF items held out once to measure the content model (0 = skip)."""
-    item_neighbours: int = 200
-    """Item-item model: EASE weights kept per item (0 = no item-item model)."""
+    item_neighbours: int = 50
+    """Item-item model: EASE weights kept per item on average, the largest of the whole
+    matrix (0 = no item-item model)."""
+    item_max_neighbours: int = 300
+    """Item-item model: at most this many weights kept for one item."""
     transition_steps: int = 3
     """Sequential rules: how many items back an event completes a rule (0 = none)."""
 
@@ -132,6 +135,8 @@ class TrainConfig:
             raise ValueError(f"window must be >= 0, got {self.window}")
         if self.item_neighbours < 0 or self.transition_steps < 0:
             raise ValueError("item_neighbours and transition_steps must be >= 0")
+        if self.item_max_neighbours < 1:
+            raise ValueError("item_max_neighbours must be >= 1")
         half_life_seconds(self.half_life_days)
         for name in ("regularisation", "als_alpha", "sppmi_shift", "content_alpha"):
             value = getattr(self, name)
@@ -489,7 +494,12 @@ def train(
     item_item = None
     if config.item_neighbours > 0:
         report("item-item", 0.0)
-        item_item = fit_item_item(dataset.events, config.item_neighbours, seed=config.seed)
+        item_item = fit_item_item(
+            dataset.events,
+            config.item_neighbours,
+            seed=config.seed,
+            max_neighbours=config.item_max_neighbours,
+        )
         metrics["item_item_l2"] = item_item.l2
         metrics["item_item_weights"] = int(item_item.weights.nnz)
         report("item-item", 1.0)
