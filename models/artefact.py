@@ -84,7 +84,8 @@ class ModelArtefact:
     """Pre-trained sequential rules (``models.transitions``); None in older artefacts."""
     rank_blend: dict[str, float] = field(default_factory=dict)
     """Blend weights chosen by training for this data (``models.training.rank_blend``),
-    applied over ``RankConfig``'s by ``WorkerStep``; empty: ``RankConfig``'s own."""
+    applied over ``RankConfig``'s by ``WorkerStep`` for users between sessions; empty:
+    ``RankConfig``'s own for everyone."""
 
     def __post_init__(self) -> None:
         _validate(self)
