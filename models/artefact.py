@@ -82,6 +82,10 @@ class ModelArtefact:
     """Pruned EASE item-item weights (``models.itemitem``); None in older artefacts."""
     transitions: Transitions | None = field(default=None, repr=False)
     """Pre-trained sequential rules (``models.transitions``); None in older artefacts."""
+    rank_blend: dict[str, float] = field(default_factory=dict)
+    """Blend weights chosen by training for this data (``models.training.rank_blend``),
+    applied over ``RankConfig``'s by ``WorkerStep`` for users between sessions; empty:
+    ``RankConfig``'s own for everyone."""
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -138,6 +142,9 @@ def _validate(art: ModelArtefact) -> None:
         raise ArtefactError(
             f"content model has dimension {art.content.dim}, item vectors {vectors.shape[1]}"
         )
+    for name, weight in art.rank_blend.items():
+        if not isinstance(name, str) or not (weight >= 0 and math.isfinite(weight)):
+            raise ArtefactError(f"rank_blend {name!r} must be a finite weight >= 0")
     for item_id, entry in art.popularity.items():
         if len(entry) != 2 or not all(math.isfinite(x) for x in entry):
             raise ArtefactError(f"popularity of {item_id!r} is not a finite (score, ts) pair")
@@ -206,6 +213,7 @@ def save(artefact: ModelArtefact, directory: str | os.PathLike[str]) -> Path:
         "arrays_sha256": _sha256(npz_path),
         "config": artefact.config,
         "metrics": artefact.metrics,
+        "rank_blend": artefact.rank_blend,
         "content": None if artefact.content is None else artefact.content.to_json(),
         "popularity": {k: [v[0], v[1]] for k, v in artefact.popularity.items()},
         "item_categories": artefact.item_categories,
@@ -328,6 +336,7 @@ def load(path: str | os.PathLike[str]) -> ModelArtefact:
             metrics=dict(meta.get("metrics", {})),
             item_item=ItemItem.from_arrays(arrays),
             transitions=Transitions.from_arrays(arrays),
+            rank_blend={str(k): float(v) for k, v in dict(meta.get("rank_blend", {})).items()},
         )
     except ArtefactError as exc:
         raise ArtefactError(f"{manifest_path}: {exc}") from None

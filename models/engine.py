@@ -84,7 +84,7 @@ class EddyRecommender:
         ordered = sorted(events, key=lambda e: e.ts)
         for start in range(0, len(ordered), 1000):
             step.run([Inbound(e) for e in ordered[start : start + 1000]], rank=False)
-        step.config = self._step_config(cfg.online)
+        step.config = replace(step.config, learn_items=cfg.online)  # keeps the artefact's blend
         step.refresh()
         self.step = step
         self.clock = max((e.ts for e in events), default=0.0)

@@ -2,9 +2,11 @@
 
 ``fit_item_item`` fits EASE (Steck, WWW 2019; ``models.ease``) on the binary user x item
 matrix of the training events, its ``lambda`` chosen on a validation split of them as
-``EASERecommender`` does, and keeps for every item ``i`` only its ``neighbours``
-largest positive weights ``B[i, j]``: a sparse CSR matrix ``W`` (rows: history items,
-columns: candidates). A user's item-item score for candidate ``j`` is
+``EASERecommender`` does, and keeps only its largest weights by magnitude: ``neighbours``
+per item on average, the largest of the whole matrix, at most ``max_neighbours`` for one
+item (``prune``; without ``max_neighbours``, ``neighbours`` for every item): a sparse
+CSR matrix ``W`` (rows: history items, columns: candidates). A user's item-item score
+for candidate ``j`` is
 
     s(j) = sum over the user's history items h of  w_h * W[h, j],
 
@@ -155,16 +157,26 @@ class ItemItem:
         return cls(ids, weights, l2)
 
 
-def prune(b: npt.NDArray[np.float32], neighbours: int) -> sparse.csr_matrix:
-    """Each row's ``neighbours`` entries of ``b`` largest in magnitude (negative ones
-    too: they keep items the history argues against down), as CSR float32."""
+def prune(
+    b: npt.NDArray[np.float32], neighbours: int, max_neighbours: int | None = None
+) -> sparse.csr_matrix:
+    """The entries of ``b`` largest in magnitude (negative ones too: they keep items the
+    history argues against down), as CSR float32: each row's ``neighbours`` largest, or
+    with ``max_neighbours`` the ``rows * neighbours`` largest of the whole matrix, at most
+    ``max_neighbours`` per row (a strong item keeps more weights than a weak one, for
+    the same total)."""
     n = b.shape[0]
-    k = min(neighbours, max(0, b.shape[1] - 1))
-    if n == 0 or k == 0:
+    k = min(neighbours if max_neighbours is None else max_neighbours, max(0, b.shape[1] - 1))
+    if n == 0 or k == 0 or neighbours == 0:
         return sparse.csr_matrix(b.shape, dtype=np.float32)
     top = np.argpartition(-np.abs(b), k - 1, axis=1)[:, :k]
     vals = np.take_along_axis(b, top, axis=1)
     keep = vals != 0
+    budget = n * neighbours
+    if max_neighbours is not None and budget < int(keep.sum()):
+        size = np.abs(vals).ravel()
+        threshold = np.partition(size, size.size - budget)[size.size - budget]
+        keep &= np.abs(vals) >= threshold  # ties at the threshold may keep a few more
     rows = np.repeat(np.arange(n), k)[keep.ravel()]
     out = sparse.csr_matrix(
         (vals[keep].astype(np.float32), (rows, top[keep])), shape=b.shape, dtype=np.float32
@@ -179,9 +191,11 @@ def fit_item_item(
     l2: float | None = None,
     grid: Sequence[float] = DEFAULT_GRID,
     seed: int = 0,
+    max_neighbours: int | None = None,
 ) -> ItemItem:
     """EASE on ``events`` (``lambda`` tuned on a validation split unless given), pruned
-    to ``neighbours`` per item (module doc)."""
+    to ``neighbours`` per item, or to ``neighbours`` per item on average and at most
+    ``max_neighbours`` (``prune``; module doc)."""
     item_ids = sorted({e.item_id for e in events})
     index = {item: i for i, item in enumerate(item_ids)}
     history: dict[str, dict[int, None]] = {}
@@ -195,4 +209,4 @@ def fit_item_item(
         tuner._item_ids = item_ids
         l2 = tuner._tune(rows, len(item_ids))
     b = _Solver(binary_matrix(rows, len(item_ids))).weights(l2)
-    return ItemItem(item_ids, prune(b, neighbours), float(l2))
+    return ItemItem(item_ids, prune(b, neighbours, max_neighbours), float(l2))

@@ -65,7 +65,7 @@ import itertools
 import math
 import random
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Protocol
 
 import numpy as np
@@ -149,6 +149,12 @@ class RankConfig:
     """New items taken from each of those categories."""
     history_for_reasons: int = 20
     """Recent history items searched for the nearest one named in a reason."""
+    session_gap_s: float = 1800.0
+    """A user whose newest event is older than this when their list is ranked is between
+    sessions: ranked with the artefact's ``rank_blend`` (``WorkerStep``)."""
+    artefact_blend: bool = True
+    """Use the artefact's ``rank_blend`` for users between sessions (chosen by ``eddy
+    train`` from the training data, ``BLEND_KEYS``); False: these weights for everyone."""
 
     def __post_init__(self) -> None:
         ints = (
@@ -183,6 +189,8 @@ class RankConfig:
                 problems.append(f"{name} finite and >= 0")
         if not 0.0 <= self.content_discount <= 1.0:
             problems.append("content_discount in [0, 1]")
+        if not self.session_gap_s >= 0:
+            problems.append("session_gap_s >= 0")
         if not (self.new_item_window_s >= 0 and math.isfinite(self.new_item_window_s)):
             problems.append("new_item_window_s finite and >= 0")
         if not 0.0 <= self.diversity <= 1.0:
@@ -191,6 +199,23 @@ class RankConfig:
             problems.append("repeat_factor in (0, 1]")
         if problems:
             raise ValueError(f"invalid RankConfig, need: {', '.join(problems)}")
+
+
+BLEND_KEYS: Final = frozenset({"w_sequence", "history_boost", "w_similarity"})
+"""The ``RankConfig`` fields an artefact's ``rank_blend`` may set."""
+
+
+def with_blend(cfg: RankConfig, blend: Mapping[str, float]) -> RankConfig:
+    """``cfg`` with the weights of ``blend`` (an artefact's ``rank_blend``) if
+    ``cfg.artefact_blend``, else ``cfg``; raises ``ValueError`` for a key not in
+    ``BLEND_KEYS`` or a weight ``RankConfig`` refuses."""
+    unknown = sorted(set(blend) - BLEND_KEYS)
+    if unknown:
+        raise ValueError(f"rank blend keys must be in {sorted(BLEND_KEYS)}, got {unknown}")
+    if not cfg.artefact_blend or not blend:
+        return cfg
+    weights: dict[str, Any] = {k: float(v) for k, v in blend.items()}
+    return replace(cfg, **weights)
 
 
 def make_ranker(cfg: RankConfig, rng: random.Random) -> EpsilonGreedyRanker:

@@ -39,7 +39,7 @@ from models.popularity import PopularityIndex, log_mass
 from models.profile import Position, ProfileConfig, UserProfile, already_applied, event_weight
 from models.profile import mark_applied as _mark_applied
 from models.reclist import POPULAR_USER, RecItem, RecList, category_slug
-from models.recommender import EXPLORING, RankConfig
+from models.recommender import EXPLORING, RankConfig, with_blend
 from models.rerank import ShownCounter
 from models.variants import Variant, assign
 
@@ -207,6 +207,9 @@ class WorkerStep:
         self._arms = {DEFAULT_VARIANT: self._arm(None)}
         for variant in config.variants:
             self._arms[variant.name] = self._arm(variant)
+        blend = prior.rank_blend if prior is not None else {}
+        self._returning = {name: with_blend(cfg, blend) for name, (cfg, _) in self._arms.items()}
+        """Variant -> its config for a user between sessions (``_config``)."""
         self.item_versions: dict[str, int] = {}
         """Item -> version of the newest shared record applied (``models.itemlearn``)."""
         self.lists_ranked = 0
@@ -302,12 +305,23 @@ class WorkerStep:
         if self.items is None:
             return []
         profile = self.profiles.get(user_id) or UserProfile(user_id=user_id)
-        rank_cfg, bandit = self._arms[self._variant(user_id)]
+        now_ts = self.clock if self.clock is not None else 0.0
+        rank_cfg, bandit = self._config(profile, self._variant(user_id), now_ts)
         vector = np.asarray(profile.vector, dtype=np.float32) if profile.vector else None
         shown = self.shown.get(user_id) or ShownCounter()
         request = RankRequest(profile, vector, shown, rank_cfg, bandit, 0.0, exclude=exclude)
-        now_ts = self.clock if self.clock is not None else 0.0
         return VectorRanker().pools([request], self.items, now_ts)[0]
+
+    def _config(
+        self, profile: UserProfile, variant: str, now_ts: float
+    ) -> tuple[RankConfig, EpsilonGreedyRanker]:
+        """The variant's config and bandit for ``profile`` at ``now_ts``: the session
+        weights while the user's newest event is at most ``session_gap_s`` old, else the
+        artefact's blend for a user between sessions (``ModelArtefact.rank_blend``)."""
+        cfg, bandit = self._arms[variant]
+        if now_ts - profile.last_ts > cfg.session_gap_s:
+            return self._returning[variant], bandit
+        return cfg, bandit
 
     def _apply(self, event: Event, at: Position | None, out: Outbox) -> UserProfile | None:
         cfg = self.config
@@ -396,7 +410,7 @@ class WorkerStep:
         requests: list[RankRequest] = []
         for p in profiles:
             variant = self._variant(p.user_id)
-            rank_cfg, bandit = self._arms[variant]
+            rank_cfg, bandit = self._config(p, variant, now_ts)
             if k is not None and k != rank_cfg.k:
                 rank_cfg = replace(rank_cfg, k=k)
             if epsilon is not None:

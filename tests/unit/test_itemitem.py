@@ -55,6 +55,22 @@ def test_prune_keeps_the_largest_weights_by_magnitude() -> None:
     assert kept[3].tolist() == pytest.approx([0, 2, 3, 0])
 
 
+def test_prune_with_a_cap_keeps_the_largest_of_the_whole_matrix() -> None:
+    b = np.array(
+        [[0.0, 0.5, -0.9, 0.1], [0.2, 0.0, 0.3, -0.1], [0, 0, 0, 0], [1, 2, 3, 0]],
+        dtype=np.float32,
+    )
+    # 4 rows x 1 on average = the 4 largest magnitudes (3, 2, 1, -0.9), at most 2 a row:
+    # row 3's third (1) loses its place to the next largest elsewhere (0.5)
+    kept = prune(b, 1, max_neighbours=2).toarray()
+    want = [[0.0, 0.5, -0.9, 0.0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 2, 3, 0]]
+    assert kept == pytest.approx(np.array(want))
+    assert prune(b, 1, max_neighbours=3).toarray()[3].tolist() == pytest.approx([1, 2, 3, 0])
+    # a budget larger than what the cap leaves is the cap per row
+    assert prune(b, 3, max_neighbours=2).toarray() == pytest.approx(prune(b, 2).toarray())
+    assert prune(b, 0, max_neighbours=2).nnz == 0
+
+
 def test_history_weights_favour_the_newest_item() -> None:
     assert history_weights(3, 0.0).tolist() == [1.0, 1.0, 1.0]
     assert history_weights(3, 1.0).tolist() == [2.0, 1.5, 1.25]

@@ -56,15 +56,22 @@ class Journal(MemorySink):
 
 
 class SlowWorker(Worker):
-    """A worker whose step takes 50 ms: long enough for a read to happen meanwhile."""
+    """A worker whose step takes 50 ms: long enough for a read to happen meanwhile.
+
+    "Stepping" is from the moment the pipeline hands a batch to the step until the step
+    is done (the event loop's view): the step thread itself may start late on a busy
+    machine, after the loader has already read."""
 
     def _step(self, batch: Sequence[Inbound], now: float) -> Any:
+        time.sleep(0.05)
+        return super()._step(batch, now)
+
+    async def apply(self, batch: Sequence[Inbound], now: float | None = None) -> Any:
         sink = self.sink
         assert isinstance(sink, Journal)
         sink.stepping.set()
         try:
-            time.sleep(0.05)
-            return super()._step(batch, now)
+            return await super().apply(batch, now)
         finally:
             sink.stepping.clear()
 
