@@ -564,7 +564,9 @@ def test_broker_restart_under_steady_load_loses_nothing(
         f"applied={stats['events_total']} "
         f"duplicates_skipped={stats.get('duplicates')} committed={committed}/{high} "
         f"rejoins={worker.log.read_bytes().count(RECOVERED) - 1} "
-        f"lag_when_applied={lag_when_applied} end_after_s={end_after_s}"
+        f"lag_when_applied={lag_when_applied} end_after_s={end_after_s} "
+        f"offset_gaps={stats.get('offset_gaps', 0)} "
+        f"offset_gap_seeks={stats.get('offset_gap_seeks', 0)}"
     )
     assert worker.proc.poll() is None, worker.tail()
     assert int(stats["events_total"]) > before, "nothing consumed after the broker came back"
