@@ -34,6 +34,7 @@ REPORT_LINE = re.compile(
     r"applied=(?P<applied>\d+) duplicates_skipped=(?P<dups>\w+) "
     r"committed=(?P<committed>\d+)/(?P<high>\d+) rejoins=(?P<rejoins>-?\d+) "
     r"lag_when_applied=(?P<lag>-?\d+) end_after_s=(?P<end>[\d.]+|None)"
+    r"(?: offset_gaps=(?P<gaps>\d+) offset_gap_seeks=(?P<seeks>\d+))?"
 )
 
 
@@ -61,6 +62,9 @@ class Run:
     lag_when_applied: int | None = None
     end_after_s: float | None = None
     rejoins: int | None = None
+    offset_gaps: int | None = None
+    """Holes the worker found in its partitions' offsets (and read again by seeking)."""
+    offset_gap_seeks: int | None = None
     error: str | None = None
 
 
@@ -79,6 +83,8 @@ def parse_run(index: int, outcome: str, duration_s: float, stdout: str, error: s
     run.lag_when_applied = int(m["lag"])
     run.end_after_s = None if m["end"] == "None" else float(m["end"])
     run.rejoins = int(m["rejoins"])
+    if m["gaps"] is not None:
+        run.offset_gaps, run.offset_gap_seeks = int(m["gaps"]), int(m["seeks"])
     return run
 
 
@@ -99,6 +105,9 @@ def summarise(runs: list[Run]) -> dict[str, Any]:
         "lag_when_applied_max": max(lags, default=None),
         "end_after_s_max": max(ends, default=None),
         "rejoins": sum(r.rejoins or 0 for r in runs),
+        "offset_gaps": sum(r.offset_gaps or 0 for r in runs),
+        "runs_with_offset_gaps": sum(bool(r.offset_gaps) for r in runs),
+        "offset_gap_seeks": sum(r.offset_gap_seeks or 0 for r in runs),
         "duration_s_mean": round(sum(r.duration_s for r in runs) / len(runs), 1) if runs else None,
     }
 

@@ -30,6 +30,7 @@ from models.artefact import ModelArtefact, latest, load
 from models.itemlearn import decode_deltas, learn
 from models.step import Inbound
 from streams.faustapp import faust_app
+from streams.gaps import GapTracker, Verdict
 from streams.itemfeed import ItemFeed, Window
 from streams.logs import logging_config
 from streams.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -51,6 +52,8 @@ DLQ_TOPIC = "eddy.dlq.topic"
 DLQ_PARTITION = "eddy.dlq.partition"
 DLQ_OFFSET = "eddy.dlq.offset"
 STATS_INTERVAL_S = 1.0
+SEEK_TIMEOUT_S = 5.0
+"""Longest wait for the events consumer to seek back over a hole (``streams.gaps``)."""
 SHUTDOWN_WRITES_S = 6.0
 """Longest a stopping worker spends on its last writes and commit."""
 COMMIT_INTERVAL_S = 1.0
@@ -184,10 +187,76 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
 
     pipeline.failed = one_by_one
 
+    gaps = GapTracker()
+    gap_epoch = [0]
+    """Revocations so far: a start offset read across one is stale."""
+
+    async def start_offset(partition: int, first: int) -> int:
+        """Where the consumer reads ``partition`` from since its assignment: the committed
+        offset Faust sought it to (``Consumer.perform_seek``), else (nothing committed,
+        or 0) the log start, where ``auto_offset_reset`` (earliest) put it."""
+        consumer: Any = app.consumer
+        tp = TP(events_topic_name, partition)
+        sought = consumer._committed_offset.get(tp)
+        if sought is not None:
+            return int(sought)
+        if first == 0:
+            return 0
+        try:
+            earliest = await asyncio.wait_for(consumer.earliest_offsets(tp), SEEK_TIMEOUT_S)
+            return min(first, int(earliest[tp]))
+        except Exception as exc:  # the broker does not answer: trust the consumer
+            log.warning("no start offset for partition %d (%r): from %d", partition, exc, first)
+            return first
+
+    async def seek_back(partition: int, offset: int) -> None:
+        """Seek the events consumer back to ``offset`` (a hole: ``streams.gaps``)."""
+        tp = TP(events_topic_name, partition)
+        try:
+            if tp not in app.consumer.assignment():
+                return  # revoked meanwhile: the next owner reads from the commit
+            await asyncio.wait_for(app.consumer.seek_wait({tp: offset}), SEEK_TIMEOUT_S)
+        except Exception as exc:  # the hole stays open: sought again in RESEEK_S
+            log.warning("could not seek partition %d back to %d: %r", partition, offset, exc)
+
+    def gap_stats() -> None:
+        stats = worker.stats
+        stats.offset_gaps, stats.offset_gap_seeks = gaps.gaps, gaps.seeks
+        stats.offset_jumps, stats.redelivered_dropped = gaps.jumps, gaps.redelivered
+
+    async def admit_offset(msg: faust.types.Message) -> bool:
+        """Whether the agent hands ``msg`` on: only the next offset of its partition
+        (``streams.gaps``); seeks back over a hole."""
+        partition = msg.partition
+        if not gaps.known(partition):
+            epoch = gap_epoch[0]
+            start = await start_offset(partition, msg.offset)
+            if epoch != gap_epoch[0]:
+                return False  # revoked while asking: a message of the old assignment
+            gaps.start(partition, start)
+        verdict = gaps.check(partition, msg.offset)
+        if verdict is not Verdict.TAKE and verdict is not Verdict.JUMP:
+            if verdict is Verdict.SEEK:
+                await seek_back(partition, gaps.target(partition))
+            gap_stats()
+            return False
+        if verdict is Verdict.JUMP:
+            gap_stats()
+        return True
+
+    @app.timer(1.0, name="eddy.gaps")
+    async def reseek() -> None:
+        """Seek again where a seek over a hole brought nothing (no message may come)."""
+        for partition, offset in gaps.due():
+            await seek_back(partition, offset)
+        gap_stats()
+
     @app.agent(events_topic, name="eddy.process_events")
     async def process_events(stream: faust.StreamT[Any]) -> None:
         async for event in stream.events():
             msg = event.message
+            if not await admit_offset(msg):
+                continue
             read_offsets[msg.partition] = msg.offset
             produced_at = msg.timestamp if msg.timestamp and msg.timestamp > 0 else None
             decoded = worker.decode(msg.value, msg.key, (msg.partition, msg.offset), produced_at)
@@ -331,6 +400,8 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
         window.take()  # not published: the next owner learns it again (not committed)
         published.clear()
         pipeline.reset()
+        gaps.clear()  # with the pipeline: what it held is read again from the commit
+        gap_epoch[0] += 1
         await worker.reset()
         owner_offsets.clear()
         committed.clear()

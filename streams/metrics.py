@@ -38,6 +38,8 @@ class StatsCollector(Collector):
             ("eddy_duplicates", "Replayed or repeated events skipped.", s.duplicates),
             ("eddy_dlq_errors", "Dead letters that could not be written.", s.dlq_errors),
             ("eddy_forgotten_users", "Users deleted on request.", s.forgotten),
+            ("eddy_offset_gaps", "Holes in events offsets, read again.", s.offset_gaps),
+            ("eddy_offset_jumps", "Holes in events offsets given up on.", s.offset_jumps),
             ("eddy_items", "Catalog upserts applied.", s.items),
             ("eddy_lists_published", "Lists written to Redis.", s.lists_published),
             ("eddy_redis_errors", "Failed Redis writes (retried).", s.redis_errors),

@@ -28,6 +28,15 @@ class WorkerStats:
     """Users deleted on request (``eddy forget``)."""
     """Dead letters that could not be written (logged with their position)."""
     """Events skipped because their profile already reflected them (replays, retries)."""
+    offset_gaps: int = 0
+    """Holes in an events partition's offsets: records the consumer skipped, read again
+    after a seek back (``streams.gaps``)."""
+    offset_gap_seeks: int = 0
+    """Seeks back over those holes (one or more per hole)."""
+    offset_jumps: int = 0
+    """Holes given up on after ``streams.gaps.MAX_SEEKS`` seeks (records not in the log)."""
+    redelivered_dropped: int = 0
+    """Events messages dropped below the next offset expected (already read)."""
     items: int = 0
     lists_published: int = 0
     lists_ranked: int = 0
@@ -86,6 +95,10 @@ class WorkerStats:
             "duplicates": self.duplicates,
             "dlq_errors": self.dlq_errors,
             "forgotten": self.forgotten,
+            "offset_gaps": self.offset_gaps,
+            "offset_gap_seeks": self.offset_gap_seeks,
+            "offset_jumps": self.offset_jumps,
+            "redelivered_dropped": self.redelivered_dropped,
             "items": self.items,
             "lists_published": self.lists_published,
             "redis_errors": self.redis_errors,

@@ -56,3 +56,16 @@ def test_an_xfailed_noida_run_is_a_failure_and_an_xpassed_one_a_pass() -> None:
     assert (total["passed"], total["failed"], total["events_lost"]) == (1, 1, 1)
     assert ok(summarise([xpassed]))
     assert not ok(total)
+
+
+def test_the_offset_holes_the_worker_repaired_are_read_when_reported() -> None:
+    run = parse_run(0, "passed", 40, line().rstrip() + " offset_gaps=1 offset_gap_seeks=2\n", "")
+    assert (run.offset_gaps, run.offset_gap_seeks) == (1, 2)
+    assert parse_run(1, "passed", 40, line(), "").offset_gaps is None
+    total = summarise([run, parse_run(1, "passed", 40, line(), "")])
+    assert (total["offset_gaps"], total["runs_with_offset_gaps"], total["offset_gap_seeks"]) == (
+        1,
+        1,
+        2,
+    )
+    assert ok(total)
