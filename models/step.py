@@ -210,6 +210,9 @@ class WorkerStep:
         blend = prior.rank_blend if prior is not None else {}
         self._returning = {name: with_blend(cfg, blend) for name, (cfg, _) in self._arms.items()}
         """Variant -> its config for a user between sessions (``_config``)."""
+        self.in_session: OrderedDict[str, float] = OrderedDict()
+        """User -> their newest event time, while their published list was ranked with the
+        session weights and a between-sessions blend differs (``end_sessions``)."""
         self.item_versions: dict[str, int] = {}
         """Item -> version of the newest shared record applied (``models.itemlearn``)."""
         self.lists_ranked = 0
@@ -278,6 +281,41 @@ class WorkerStep:
         if touched and rank:
             started = time.perf_counter()
             self._rank([t.profile for t in touched.values()], touched, now, out)
+            out.rank_seconds = time.perf_counter() - started
+            self._open_sessions(touched)
+        return out
+
+    def _open_sessions(self, touched: Mapping[str, _Touched]) -> None:
+        """Remember the users just ranked with the session weights whose lists a
+        between-sessions blend would rank differently once their session ends."""
+        clock = self.clock if self.clock is not None else 0.0
+        for user_id, t in touched.items():
+            variant = self._variant(user_id)
+            cfg = self._arms[variant][0]
+            if self._returning[variant] != cfg and clock - t.profile.last_ts <= cfg.session_gap_s:
+                _remember(self.in_session, user_id, t.profile.last_ts)
+
+    def end_sessions(self, now: float, limit: int = 500) -> Outbox:
+        """Re-rank, with the between-sessions blend, the lists of up to ``limit`` users
+        whose session ended (no event for ``RankConfig.session_gap_s`` by ``now`` or the
+        event clock, whichever is later), so that a returning user finds the list
+        ``eddy evaluate``'s holdout protocols score. Users no longer in memory keep their
+        list until their next event."""
+        out = Outbox()
+        clock = now if self.clock is None else max(self.clock, now)
+        due: list[UserProfile] = []
+        for user_id, last_ts in list(self.in_session.items()):
+            gap = self._arms[self._variant(user_id)][0].session_gap_s
+            if clock - last_ts <= gap or len(due) >= limit:
+                break
+            del self.in_session[user_id]
+            profile = self.profiles.get(user_id)
+            if profile is not None and profile.last_ts == last_ts:
+                due.append(profile)
+        if due:
+            touched = {p.user_id: _Touched(p, p.last_ts, None) for p in due}
+            started = time.perf_counter()
+            self._rank(due, touched, now, out, clock=clock)
             out.rank_seconds = time.perf_counter() - started
         return out
 
@@ -367,6 +405,7 @@ class WorkerStep:
 
     def _forget(self, user_id: str, out: Outbox) -> None:
         self.profiles.pop(user_id, None)
+        self.in_session.pop(user_id, None)
         self.shown.pop(user_id, None)
         self.last.pop(user_id, None)
         out.profiles[user_id] = None
@@ -391,7 +430,9 @@ class WorkerStep:
         exclude: Mapping[str, frozenset[str]] | None = None,
         epsilon: float | None = None,
         record: bool = True,
+        clock: float | None = None,
     ) -> None:
+        """Rank ``profiles`` into ``out``, at the event clock (or ``clock`` if given)."""
         cfg = self.config
         if self.items is None:
             for p in profiles:
@@ -406,7 +447,7 @@ class WorkerStep:
                     model_version=cfg.model_version,
                 )
             return
-        now_ts = self.clock if self.clock is not None else now
+        now_ts = clock if clock is not None else self.clock if self.clock is not None else now
         requests: list[RankRequest] = []
         for p in profiles:
             variant = self._variant(p.user_id)

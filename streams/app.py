@@ -43,7 +43,7 @@ from streams.settings import Settings
 from streams.shutdown import BoundedWorker
 from streams.sink import RecSink, RedisSink
 from streams.stats import stats_mapping
-from streams.worker import Rejected, Worker, encode_parts
+from streams.worker import SESSION_END_BATCH, Rejected, Worker, encode_parts
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ SEEK_TIMEOUT_S = 5.0
 """Longest wait for the events consumer to seek back over a hole (``streams.gaps``)."""
 SHUTDOWN_WRITES_S = 6.0
 """Longest a stopping worker spends on its last writes and commit."""
+SESSION_CHECK_S = 5.0
+"""How often the worker re-ranks the lists of users whose session ended."""
 COMMIT_INTERVAL_S = 1.0
 """How often the events offsets whose state is written are committed."""
 REVOKE_WRITES_S = 5.0
@@ -313,6 +315,12 @@ def build_app(settings: Settings, sink: RecSink | None = None) -> EddyApp:
     # Faust's timer decorator returns a wrapper that does nothing once the app stops, so
     # the timers call plain functions and the shutdown calls those directly.
     app.timer(s.item_window_ms / 1000, name="eddy.send_items")(send_items)
+
+    @app.timer(SESSION_CHECK_S, name="eddy.end_sessions")
+    async def end_sessions() -> None:
+        """Lists of users whose session ended, re-ranked with the between-sessions blend."""
+        while await worker.end_sessions() >= SESSION_END_BATCH:
+            pass
 
     @app.timer(COMMIT_INTERVAL_S, name="eddy.commit")
     async def commit() -> None:

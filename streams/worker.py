@@ -55,6 +55,8 @@ T = TypeVar("T")
 USER_KEYS = ("rec", "profile")
 """Redis key kinds that hold one user's data (``Settings.key(kind, user_id)``)."""
 
+SESSION_END_BATCH = 500
+"""Users whose session ended re-ranked in one call at most (``Worker.end_sessions``)."""
 MAX_PENDING_IMPRESSIONS = 100_000
 """Impression records kept while the impressions topic cannot be written."""
 
@@ -382,6 +384,18 @@ class Worker:
             self.profiles.stepping = frozenset()
             self.profiles.trim()
         return out, self._puts(out) + self._popular_puts()
+
+    async def end_sessions(self, now: float | None = None) -> int:
+        """Re-rank the lists of users whose session ended (``WorkerStep.end_sessions``,
+        on the step thread) and queue them; return how many."""
+        at = time.time() if now is None else now
+        out, puts = await self.call(self._end_sessions, at)
+        self._record(out, puts)
+        return len(out.lists)
+
+    def _end_sessions(self, now: float) -> tuple[Outbox, list[Put]]:
+        out = self.step.end_sessions(now, SESSION_END_BATCH)
+        return out, self._puts(out)
 
     def _pin(self, inbound: Inbound) -> None:
         """Keep the event's user in memory until the event is applied (event loop)."""

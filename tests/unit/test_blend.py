@@ -109,3 +109,33 @@ def test_users_between_sessions_get_the_artefacts_blend() -> None:
     assert off._config(profile, DEFAULT_VARIANT, late)[0] == RankConfig(artefact_blend=False)
     plain = WorkerStep(StepConfig(), {}, replace(art, rank_blend={}))
     assert plain._config(profile, DEFAULT_VARIANT, late)[0] == cfg
+
+
+def test_a_list_is_re_ranked_with_the_blend_when_the_session_ends() -> None:
+    """The worker serves what the holdout protocols score: once a user's session ends,
+    ``end_sessions`` re-ranks their list with the between-sessions blend, once."""
+    art: ModelArtefact = replace(
+        train(two_group_dataset(), TrainConfig(dim=8, iterations=5), created_at=T0),
+        rank_blend=dict(PROFILE_BLEND),
+    )
+    gap = RankConfig().session_gap_s
+    step = WorkerStep(StepConfig(), {}, art)
+    fixed = WorkerStep(StepConfig(rank=with_blend(RankConfig(), PROFILE_BLEND)), {}, art)
+    for s in (step, fixed):
+        out = s.run([click("u", "A1", T0), click("u", "B2", T0 + 1), click("v", "A1", T0 + 600)])
+    assert set(out.lists) == {"u", "v"}
+    assert list(step.in_session) == ["u", "v"]
+    assert not step.end_sessions(T0 + 1 + gap).lists  # not over yet for anyone
+    ended = step.end_sessions(T0 + 2 + gap)
+    assert set(ended.lists) == {"u"}
+    want = fixed.rank(["u"], T0 + 2 + gap, record=False).lists["u"].items
+    assert [i.item_id for i in ended.lists["u"].items] == [i.item_id for i in want]
+    assert ended.lists["u"].event_ts == T0 + 1
+    assert list(step.in_session) == ["v"]
+    assert not step.end_sessions(T0 + 2 + gap).lists  # once
+    step.run([click("v", "B2", T0 + 700)])  # v's session goes on: not due
+    assert not step.end_sessions(T0 + 600 + gap + 50).lists
+    assert set(step.end_sessions(T0 + 701 + gap).lists) == {"v"}
+    plain = WorkerStep(StepConfig(), {}, replace(art, rank_blend={}))  # nothing to change
+    plain.run([click("u", "A1", T0)])
+    assert not plain.in_session

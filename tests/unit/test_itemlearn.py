@@ -236,3 +236,21 @@ def test_the_digest_tells_item_states_apart(artefact: Any) -> None:
     assert a.digest() == b.digest()
     a.quality.record_impression("s1", 2)
     assert a.digest() != b.digest()
+
+
+def test_the_worker_writes_the_lists_of_ended_sessions(artefact: Any, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from models.reclist import RecList
+    from models.training import PROFILE_BLEND
+
+    w = worker(replace(artefact, rank_blend=dict(PROFILE_BLEND)), tmp_path, "w1")
+    send(w, [("u1", "s1", T)])
+    first = RecList.model_validate_json(asyncio.run(w.sink.get("t:rec:u1")) or b"")
+    later = T + 3_600.0
+    assert asyncio.run(w.end_sessions(later)) == 1
+    assert asyncio.run(w.flush())
+    again = RecList.model_validate_json(asyncio.run(w.sink.get("t:rec:u1")) or b"")
+    assert again.generated_at == later
+    assert again.rec_id != first.rec_id
+    assert asyncio.run(w.end_sessions(later)) == 0
