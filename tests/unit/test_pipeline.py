@@ -6,15 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
-
-import pytest
 
 from models.step import Inbound
 from streams.pipeline import EventPipeline
@@ -24,22 +20,6 @@ from streams.worker import Rejected, Worker
 
 T0 = 1_700_000_000.0
 BATCH = 4
-
-
-@pytest.fixture
-def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
-    for name in list(os.environ):
-        if name.startswith("EDDY_"):
-            monkeypatch.delenv(name)
-    return Settings(
-        _env_file=None,
-        key_prefix="t",
-        rec_size=3,
-        history_size=5,
-        model_version="unit-v1",
-        data_dir=tmp_path / "worker",
-        state_dir=tmp_path / "state",
-    )
 
 
 class Journal(MemorySink):

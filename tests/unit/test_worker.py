@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,24 +25,6 @@ from streams.worker import Rejected, Worker, item_partition, profile_config, ste
 
 T0 = 1_700_000_000.0  # in the past: accepted by the real-clock future check
 DAY = 86_400.0
-
-
-@pytest.fixture
-def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
-    for name in list(os.environ):
-        if name.startswith("EDDY_"):
-            monkeypatch.delenv(name)
-    return Settings(
-        _env_file=None,
-        key_prefix="t",
-        rec_size=3,
-        history_size=5,
-        half_life_days=1.0,
-        rec_ttl_s=120,
-        model_version="unit-v1",
-        data_dir=tmp_path / "worker",
-        state_dir=tmp_path / "state",
-    )
 
 
 class FailingSink(MemorySink):
