@@ -1,6 +1,7 @@
 """Committed offsets after worker kills and restarts (issue 11, item 2).
 
-The outside test's scenario: 5,000 events from 500 users; the worker is killed with
+The outside test's scenario, scaled up: 20,000 events from 500 users (the outside test
+sent 5,000, which the worker now counts before its first commit); the worker is killed with
 SIGKILL, restarted, killed again while it catches up, restarted, stopped cleanly with
 SIGTERM and restarted once more, each time with the same ``EDDY_WORKER_ID``. After every
 restart, once the worker has counted every event, the group's committed offsets must
@@ -101,7 +102,7 @@ def test_committed_offsets_reach_the_end_after_every_kill_and_restart(
         return round(time.monotonic() - counted_at, 1)
 
     try:
-        send(10)  # 5,000 events
+        send(40)  # 20,000 events: enough that the first commit comes mid-stream
         first = start("first", ready=False)
         # killed once it has committed something: the old worker's group stayed there
         wait_for(lambda: offsets(settings)[0] > 0 or None, 90, "a first commit")
@@ -127,7 +128,7 @@ def test_committed_offsets_reach_the_end_after_every_kill_and_restart(
         after_stop_s = counted_then_committed(fourth, "after SIGTERM and restart")
         replays = int(r.hget(stats_key, "duplicates") or 0)  # the last process's
         print(
-            f"[{broker.broker}] (counted, committed) at the kills {kills} of 5000; "
+            f"[{broker.broker}] (counted, committed) at the kills {kills} of {USERS * 40}; "
             f"commits at the end {after_kills_s}s after the counts (two kills), "
             f"committed at SIGTERM {at_stop}/{high}, "
             f"{after_stop_s}s after the counts (SIGTERM, restart); "
