@@ -19,7 +19,7 @@ from tests.support import KAFKA_ONLY, Endpoints, WorkerProcess, produce, wait_fo
 pytestmark = pytest.mark.integration
 
 USERS = 40
-PER_USER = 250
+PER_USER = 1000
 
 
 @KAFKA_ONLY
