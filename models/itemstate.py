@@ -157,11 +157,7 @@ class ItemState:
 
     def set_vector(self, item_id: str, vector: Sequence[float] | np.ndarray) -> None:
         """Apply an item vector learned online (by whichever worker owns the item)."""
-        row = np.asarray(vector, dtype=np.float32)[None, :]
-        if row.shape[1] != self._retriever.dim:
-            return
-        self._retriever.upsert([item_id], row)
-        self._online.add(item_id)
+        self.set_vectors([item_id], [vector])
 
     def set_vectors(
         self, item_ids: Sequence[str], vectors: Sequence[Sequence[float] | np.ndarray]

@@ -136,23 +136,16 @@ def contributions(
         known, first = np.unique(h_cols[ok], return_index=True)
         newest = ok[first]
         weights = history_weights(len(history), half_life, boost) * (w_item / sig.ii_scale)
-        by_candidate = item_item.transposed
         cand = item_item.columns(items)
         picks = np.flatnonzero(cand >= 0)
-        starts = by_candidate.indptr[cand[picks]]
-        lengths = by_candidate.indptr[cand[picks] + 1] - starts
-        total = int(lengths.sum())
-        if total and len(known):
-            # the concatenated CSR rows of the picked candidates, one gather
-            shift = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
-            flat = shift + np.arange(total)
-            pick_of = np.repeat(picks, lengths)
-            cols = by_candidate.indices[flat]
+        # the CSR rows of the picked candidates in W transposed, one gather
+        owner, cols, data = _gather_rows(item_item.transposed, cand[picks])
+        if len(cols) and len(known):
             at = np.minimum(np.searchsorted(known, cols), len(known) - 1)
             hit = known[at] == cols
             pos = newest[at[hit]]
-            values = by_candidate.data[flat[hit]].astype(np.float64) * weights[pos]
-            np.add.at(out, (pick_of[hit], pos), values)
+            values = data[hit].astype(np.float64) * weights[pos]
+            np.add.at(out, (picks[owner[hit]], pos), values)
     if transitions is not None and sig.seq and w_sequence > 0:
         for p, h in enumerate(history[: transitions.steps]):
             row = transitions.rules.get(h)
@@ -316,7 +309,7 @@ def _item_item_entries(
     if len(rows) and len(p_col):
         owner, col, data = _gather_rows(weights, h_col[rows])
         src = rows[owner]
-        key = p_user * n_cols + p_col  # sorted: users ascending, then columns?
+        key = p_user * n_cols + p_col  # users ascending, items in list order: sort
         order = np.argsort(key, kind="stable")
         key = key[order]
         probe = h_user[src] * n_cols + col
