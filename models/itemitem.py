@@ -1,19 +1,27 @@
-"""The item-item model: EASE weights pruned to each item's strongest neighbours.
+"""The item-item model: EASE weights pruned to each item's strongest neighbours, plus the
+items that stand next to each other in users' histories.
 
 ``fit_item_item`` fits EASE (Steck, WWW 2019; ``models.ease``) on the binary user x item
 matrix of the training events, its ``lambda`` chosen on a validation split of them as
 ``EASERecommender`` does, and keeps only its largest weights by magnitude: ``neighbours``
 per item on average, the largest of the whole matrix, at most ``max_neighbours`` for one
-item (``prune``; without ``max_neighbours``, ``neighbours`` for every item): a sparse
-CSR matrix ``W`` (rows: history items, columns: candidates). A user's item-item score
-for candidate ``j`` is
+item (``prune``; without ``max_neighbours``, ``neighbours`` for every item). To that it
+adds a co-occurrence term (``Neighbourhood``, ``add_neighbourhood``): ``C[i, j]``, how
+often ``i`` and ``j`` stand at most ``window`` positions apart in one user's time-ordered
+history, divided by ``sqrt((1 + users(i)) (1 + users(j)))``, times ``weight`` and a
+factor that puts it on EASE's scale (``cooccurrence_scale``); and it multiplies every
+candidate column ``j`` by ``(1 + users(j))^-popularity_exponent``. EASE sees each
+history as a set; what a user took up in the same sitting is closer than the rest of
+their history, which the window adds back (``docs/model-choice.md``). The result is a
+sparse CSR matrix ``W`` (rows: history items, columns: candidates). A user's item-item
+score for candidate ``j`` is
 
     s(j) = sum over the user's history items h of  w_h * W[h, j],
 
 with ``w_h`` the history item's recency weight (``history_weights``: 1, plus a boost
 that halves every ``half_life`` positions back from the newest item). With nothing
-pruned and flat weights this is EASE's ``x_u B``. It changes as soon as an event enters
-the user's history, without refitting anything.
+pruned, no window, no discount and flat weights this is EASE's ``x_u B``. It changes as
+soon as an event enters the user's history, without refitting anything.
 
 ``ItemItem.scores`` computes it for a batch of histories with one sparse product; a row
 does not depend on the other rows of the batch, so ranking one user or many gives the
@@ -185,6 +193,86 @@ def prune(
     return out
 
 
+@dataclass(frozen=True)
+class Neighbourhood:
+    """What ``fit_item_item`` adds to EASE's pruned weights (module doc)."""
+
+    window: int = 0
+    """Co-occurrence window in the users' time-ordered histories, in positions (0: none)."""
+    weight: float = 0.0
+    """Weight of the co-occurrence term, relative to EASE's scale (``cooccurrence_scale``)."""
+    popularity_exponent: float = 0.0
+    """``beta`` of the candidate-popularity discount ``(1 + users(j))^-beta``."""
+
+    def __post_init__(self) -> None:
+        if self.window < 0:
+            raise ValueError(f"window must be >= 0, got {self.window}")
+        for name in ("weight", "popularity_exponent"):
+            value = getattr(self, name)
+            if not (value >= 0.0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+
+
+def window_cooccurrence(
+    sequences: Sequence[Sequence[int] | npt.NDArray[np.int64]], n: int, window: int
+) -> sparse.csr_matrix:
+    """Symmetric counts over ``n`` items: ``C[i, j]`` is how many times ``i`` and ``j``
+    stand at most ``window`` positions apart in one of ``sequences`` (zero diagonal)."""
+    heads: list[npt.NDArray[np.int64]] = []
+    tails: list[npt.NDArray[np.int64]] = []
+    for seq in sequences:
+        cols = np.asarray(seq, dtype=np.int64)
+        for gap in range(1, min(window, len(cols) - 1) + 1):
+            heads.append(cols[:-gap])
+            tails.append(cols[gap:])
+    if not heads:
+        return sparse.csr_matrix((n, n), dtype=np.float64)
+    a, b = np.concatenate(heads), np.concatenate(tails)
+    keep = a != b
+    a, b = a[keep], b[keep]
+    counts = sparse.coo_matrix(
+        (np.ones(2 * len(a)), (np.concatenate([a, b]), np.concatenate([b, a]))), shape=(n, n)
+    )
+    out: sparse.csr_matrix = counts.tocsr()  # duplicates summed
+    return out
+
+
+def cooccurrence_scale(
+    x: sparse.csr_matrix, b: npt.NDArray[np.float32], c: sparse.csr_matrix, sample: int = 1000
+) -> float:
+    """The factor that puts ``x C`` on the scale of ``x B``: the mean over users (the first
+    ``sample`` rows of ``x``) of the largest ``|x_u B|`` over that of the largest ``|x_u C|``."""
+    rows = x[:sample]
+    ease = np.abs(np.asarray(rows @ b)).max(axis=1).mean()
+    co = np.abs((rows @ c).toarray()).max(axis=1).mean() if c.nnz else 0.0
+    return float(ease / co) if co > 0 else 0.0
+
+
+def add_neighbourhood(
+    pruned: sparse.csr_matrix,
+    b: npt.NDArray[np.float32],
+    x: sparse.csr_matrix,
+    sequences: Sequence[Sequence[int]],
+    config: Neighbourhood,
+) -> sparse.csr_matrix:
+    """``pruned`` (EASE's ``b`` after ``prune``) plus the co-occurrence term, every
+    column times the popularity discount (module doc); CSR float32."""
+    users = np.asarray(x.sum(axis=0)).ravel() + 1.0
+    out = pruned.astype(np.float32)
+    if config.window > 0 and config.weight > 0:
+        c = window_cooccurrence(sequences, b.shape[0], config.window)
+        root = sparse.diags(1.0 / np.sqrt(users))
+        normalised: sparse.csr_matrix = (root @ c @ root).tocsr()
+        factor = config.weight * cooccurrence_scale(x, b, normalised)
+        if factor > 0:
+            out = out + (factor * normalised).astype(np.float32)
+    if config.popularity_exponent > 0:
+        out = out @ sparse.diags((users**-config.popularity_exponent).astype(np.float32))
+    result = sparse.csr_matrix(out, dtype=np.float32)
+    result.sort_indices()
+    return result
+
+
 def fit_item_item(
     events: Sequence[Event],
     neighbours: int = 200,
@@ -192,14 +280,16 @@ def fit_item_item(
     grid: Sequence[float] = DEFAULT_GRID,
     seed: int = 0,
     max_neighbours: int | None = None,
+    neighbourhood: Neighbourhood = Neighbourhood(),
 ) -> ItemItem:
     """EASE on ``events`` (``lambda`` tuned on a validation split unless given), pruned
     to ``neighbours`` per item, or to ``neighbours`` per item on average and at most
-    ``max_neighbours`` (``prune``; module doc)."""
+    ``max_neighbours`` (``prune``), plus ``neighbourhood``'s co-occurrence term, times
+    its popularity discount (``add_neighbourhood``; module doc)."""
     item_ids = sorted({e.item_id for e in events})
     index = {item: i for i, item in enumerate(item_ids)}
     history: dict[str, dict[int, None]] = {}
-    for event in events:
+    for event in sorted(events, key=lambda e: e.ts):
         history.setdefault(event.user_id, {})[index[event.item_id]] = None
     rows = [list(h) for h in history.values()]
     if len(item_ids) < 2:
@@ -208,5 +298,7 @@ def fit_item_item(
         tuner = EASERecommender(grid=grid, seed=seed)
         tuner._item_ids = item_ids
         l2 = tuner._tune(rows, len(item_ids))
-    b = _Solver(binary_matrix(rows, len(item_ids))).weights(l2)
-    return ItemItem(item_ids, prune(b, neighbours, max_neighbours), float(l2))
+    x = binary_matrix(rows, len(item_ids))
+    b = _Solver(x).weights(l2)
+    weights = add_neighbourhood(prune(b, neighbours, max_neighbours), b, x, rows, neighbourhood)
+    return ItemItem(item_ids, weights, float(l2))

@@ -43,7 +43,7 @@ from models.artefact import ModelArtefact
 from models.content import ContentModel
 from models.datasets import Dataset
 from models.events import Event, ItemUpsert
-from models.itemitem import fit_item_item
+from models.itemitem import Neighbourhood, fit_item_item, window_cooccurrence
 from models.metrics import hit_rate_at_k, ndcg_at_k, reciprocal_rank_at_k
 from models.popularity import Entry, bump, half_life_seconds, newest_anchor, score_at
 from models.profile import DEFAULT_EVENT_WEIGHTS, event_weight
@@ -54,7 +54,7 @@ Method = Literal["als", "sppmi"]
 Progress = Callable[[str, float], None]
 
 METHODS: Final[tuple[str, ...]] = ("als", "sppmi")
-FORMAT: Final = "eddy-train-v3"
+FORMAT: Final = "eddy-train-v4"
 """Bumped when training code changes what the same data and config produce."""
 PROFILE_HISTORY: Final = 20
 """Median distinct items per user from which the data is long-lived profiles, not sessions."""
@@ -122,6 +122,13 @@ class TrainConfig:
     matrix (0 = no item-item model)."""
     item_max_neighbours: int = 300
     """Item-item model: at most this many weights kept for one item."""
+    item_window: int = 2
+    """Item-item model: co-occurrence window added to EASE, in history positions (0: none;
+    ``models.itemitem.Neighbourhood``)."""
+    item_window_weight: float = 0.3
+    """Item-item model: weight of that co-occurrence term, relative to EASE's scale."""
+    item_popularity_exponent: float = 0.1
+    """Item-item model: candidate popularity discount ``(1 + users)^-exponent``."""
     transition_steps: int = 3
     """Sequential rules: how many items back an event completes a rule (0 = none)."""
 
@@ -139,6 +146,10 @@ class TrainConfig:
             raise ValueError("item_neighbours and transition_steps must be >= 0")
         if self.item_max_neighbours < 1:
             raise ValueError("item_max_neighbours must be >= 1")
+        try:
+            self.neighbourhood  # noqa: B018 (validates the item_window settings)
+        except ValueError as e:
+            raise ValueError(f"item_window settings: {e}") from e
         half_life_seconds(self.half_life_days)
         for name in ("regularisation", "als_alpha", "sppmi_shift", "content_alpha"):
             value = getattr(self, name)
@@ -168,6 +179,13 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
         return cls(**dict(data))
+
+    @property
+    def neighbourhood(self) -> Neighbourhood:
+        """The item-item model's co-occurrence window and popularity discount."""
+        return Neighbourhood(
+            self.item_window, self.item_window_weight, self.item_popularity_exponent
+        )
 
 
 # --------------------------------------------------------------------------- data
@@ -267,19 +285,7 @@ def cooccurrence(data: Interactions, window: int) -> sparse.csr_matrix:
         binary.data[:] = 1.0
         co = (binary.T @ binary).tocsr()
     else:
-        left: list[npt.NDArray[np.int64]] = []
-        right: list[npt.NDArray[np.int64]] = []
-        for seq in data.histories:
-            for offset in range(1, min(window, len(seq) - 1) + 1):
-                left.append(seq[:-offset])
-                right.append(seq[offset:])
-        a = np.concatenate(left) if left else np.empty(0, np.int64)
-        b = np.concatenate(right) if right else np.empty(0, np.int64)
-        ones = np.ones(2 * len(a), dtype=np.float32)
-        co = sparse.csr_matrix(
-            (ones, (np.concatenate([a, b]), np.concatenate([b, a]))), shape=(n, n)
-        )
-        co.sum_duplicates()
+        co = window_cooccurrence(data.histories, n, window)
     co.setdiag(0.0)
     co.eliminate_zeros()
     return sparse.csr_matrix(co, dtype=np.float64)
@@ -501,6 +507,7 @@ def train(
             config.item_neighbours,
             seed=config.seed,
             max_neighbours=config.item_max_neighbours,
+            neighbourhood=config.neighbourhood,
         )
         metrics["item_item_l2"] = item_item.l2
         metrics["item_item_weights"] = int(item_item.weights.nnz)

@@ -14,7 +14,16 @@ from models.bandit import EpsilonGreedyRanker
 from models.batchrank import Ranker, RankRequest, ReferenceRanker, VectorRanker
 from models.ease import ease_weights
 from models.events import Event, EventType
-from models.itemitem import ItemItem, fit_item_item, history_weights, prune
+from models.itemitem import (
+    ItemItem,
+    Neighbourhood,
+    add_neighbourhood,
+    cooccurrence_scale,
+    fit_item_item,
+    history_weights,
+    prune,
+    window_cooccurrence,
+)
 from models.profile import UserProfile
 from models.recommender import RankConfig, SimpleItemView, clicked_reason
 from models.rerank import ShownCounter
@@ -102,6 +111,61 @@ def test_fit_and_arrays_round_trip() -> None:
     assert back.l2 == 1.0
     assert (back.weights != model.weights).nnz == 0
     assert ItemItem.from_arrays({}) is None
+
+
+def test_window_cooccurrence_counts_pairs_within_the_window() -> None:
+    got = window_cooccurrence([[0, 1, 2, 3], [2, 0]], 4, window=2).toarray()
+    want = np.zeros((4, 4))
+    for a, b in [(0, 1), (0, 2), (1, 2), (1, 3), (2, 3), (2, 0)]:
+        want[a, b] += 1
+        want[b, a] += 1
+    assert got.tolist() == want.tolist()
+    assert window_cooccurrence([[0, 1, 2, 3]], 4, window=1).toarray()[0, 2] == 0
+    assert window_cooccurrence([[1], []], 3, window=3).nnz == 0
+
+
+def test_cooccurrence_scale_matches_the_mean_row_maxima() -> None:
+    x = sparse.csr_matrix(np.array([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]]))
+    b = np.array([[0, 2, 0], [1, 0, -4], [0, 0, 0]], dtype=np.float32)
+    c = sparse.csr_matrix(np.array([[0, 1.0, 0], [1.0, 0, 1.0], [0, 1.0, 0]]))
+    # x B rows: [1, 2, -4] and [1, 0, -4] -> maxima 4, 4; x C rows: [1, 1, 1], [1, 1, 1]
+    assert cooccurrence_scale(x, b, c) == pytest.approx(4.0)
+    assert cooccurrence_scale(x, b, sparse.csr_matrix((3, 3))) == 0.0
+
+
+def test_neighbourhood_adds_the_normalised_cooccurrence_and_discounts_popular_items() -> None:
+    x = sparse.csr_matrix(np.array([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0], [0.0, 1.0, 0.0]]))
+    b = np.array([[0, 2, 0], [1, 0, -4], [0, 0, 0]], dtype=np.float32)
+    pruned = prune(b, 1)  # keeps 2 and -4
+    sequences = [[0, 1], [1, 2], [1]]
+    users = np.array([1.0, 3.0, 1.0]) + 1.0
+    c = window_cooccurrence(sequences, 3, 1).toarray() / np.sqrt(np.outer(users, users))
+    factor = 0.5 * cooccurrence_scale(x, b, sparse.csr_matrix(c))  # scaled by the whole b
+    want = (pruned.toarray() + factor * c) * users[None, :] ** -0.2
+    got = add_neighbourhood(pruned, b, x, sequences, Neighbourhood(1, 0.5, 0.2))
+    assert got.dtype == np.float32
+    assert got.toarray() == pytest.approx(want, rel=1e-6)
+    plain = add_neighbourhood(pruned, b, x, sequences, Neighbourhood())
+    assert plain.toarray().tolist() == pruned.toarray().tolist()
+
+
+def test_neighbourhood_refuses_bad_settings() -> None:
+    for bad in ({"window": -1}, {"weight": -0.1}, {"popularity_exponent": float("nan")}):
+        with pytest.raises(ValueError, match=">= 0"):
+            Neighbourhood(**bad)
+
+
+def test_fit_uses_the_time_order_of_the_events() -> None:
+    events = [click("u1", i, t) for t, i in enumerate("abc")] + [click("u2", "c", 10.0)]
+    shuffled = [events[2], events[0], events[3], events[1]]
+    hood = Neighbourhood(window=1, weight=1.0)
+    fitted = fit_item_item(events, neighbours=2, l2=1.0, neighbourhood=hood)
+    again = fit_item_item(shuffled, neighbours=2, l2=1.0, neighbourhood=hood)
+    assert (fitted.weights != again.weights).nnz == 0
+    plain = fit_item_item(events, neighbours=2, l2=1.0)
+    # a and b stand next to each other in u1's history: the window lifts their weight
+    row = fitted.row
+    assert fitted.weights[row["a"], row["b"]] > plain.weights[row["a"], row["b"]]
 
 
 def test_transitions_are_the_sr_rules() -> None:
