@@ -25,7 +25,8 @@ Pipeline for one user:
      best positive ``s`` of any item not left out, clipped to [-1, 1] (0 without an
      item-item model).
    * ``seq``: the sequential score ``t(j)`` (``models.transitions``): the share of what
-     followed the newest history items that was ``j``, weighted by position (0..1.84).
+     followed the newest history items (and, at half weight by default, preceded them)
+     that was ``j``, weighted by position (0..1.84).
    * ``sim``: cosine of the user vector and the item vector (0 without either),
      times ``content_discount`` when the item's vector comes from the content model
      only (``docs/model-choice.md``: content vectors must not compete equally with CF).
@@ -118,7 +119,7 @@ class RankConfig:
     history_boost: float = 3.0
     """Extra weight of the newest history item (``models.itemitem.history_weights``)."""
     w_item: float = 1.0
-    w_sequence: float = 10.0
+    w_sequence: float = 30.0
     w_similarity: float = 0.1
     w_quality: float = 0.05
     w_affinity: float = 0.05

@@ -70,7 +70,7 @@ docs/model-choice.md)."""
 def rank_blend(events: Sequence[Event]) -> dict[str, float]:
     """The blend weights for users between sessions on data like ``events``
     (``ModelArtefact.rank_blend``; ``WorkerStep`` ranks users within a session with
-    ``RankConfig``'s own, which lean on the newest items: sequential 10, history boost 3).
+    ``RankConfig``'s own, which lean on the newest items: sequential 30, history boost 3).
 
     Sessions (the median user has fewer than ``PROFILE_HISTORY`` distinct items): none,
     the session weights for everyone. Long-lived profiles: ``PROFILE_BLEND``; a returning
@@ -131,6 +131,10 @@ class TrainConfig:
     """Item-item model: candidate popularity discount ``(1 + users)^-exponent``."""
     transition_steps: int = 3
     """Sequential rules: how many items back an event completes a rule (0 = none)."""
+    transition_backward: float = 0.5
+    """Sequential rules: weight of the reverse rule ``q -> p`` an event on ``q`` after ``p``
+    adds, relative to ``p -> q`` (0 = forward rules only; chosen on YOOCHOOSE validation,
+    ``docs/model-choice.md``)."""
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -144,6 +148,10 @@ class TrainConfig:
             raise ValueError(f"window must be >= 0, got {self.window}")
         if self.item_neighbours < 0 or self.transition_steps < 0:
             raise ValueError("item_neighbours and transition_steps must be >= 0")
+        if not (self.transition_backward >= 0 and math.isfinite(self.transition_backward)):
+            raise ValueError(
+                f"transition_backward must be finite and >= 0, got {self.transition_backward!r}"
+            )
         if self.item_max_neighbours < 1:
             raise ValueError("item_max_neighbours must be >= 1")
         try:
@@ -514,7 +522,9 @@ def train(
         report("item-item", 1.0)
     rules = None
     if config.transition_steps > 0:
-        rules = fit_transitions(dataset.events, config.transition_steps)
+        rules = fit_transitions(
+            dataset.events, config.transition_steps, backward=config.transition_backward
+        )
         metrics["transition_rules"] = len(rules)
     blend = rank_blend(dataset.events)
     artefact = ModelArtefact(

@@ -193,6 +193,33 @@ def test_transitions_are_the_sr_rules() -> None:
     assert back.steps == 2
 
 
+def test_backward_transitions_add_the_reverse_rules() -> None:
+    events = [click("u1", i, t) for t, i in enumerate("abc")]
+    rules = fit_transitions(events, steps=2, backward=0.5)
+    want = {
+        "a": {"b": 1.0, "c": 0.5},
+        "b": {"a": 0.5, "c": 1.0},
+        "c": {"b": 0.5, "a": 0.25},
+    }
+    assert rules.rules == want
+    assert rules.totals == {"a": 1.5, "b": 1.5, "c": 0.75}
+    # the forward rules are the SR rules; the reverse ones only add
+    forward = fit_transitions(events, steps=2)
+    assert forward.rules == {"a": {"b": 1.0, "c": 0.5}, "b": {"c": 1.0}}
+    back = Transitions.from_arrays(rules.to_arrays())
+    assert back is not None
+    assert back.backward == 0.5
+    assert back.rules == rules.rules
+    assert rules.copy().backward == 0.5
+    # an artefact stored before reverse rules existed was learned without them
+    old = {k: v for k, v in rules.to_arrays().items() if not k.endswith("backward")}
+    older = Transitions.from_arrays(old)
+    assert older is not None
+    assert older.backward == 0.0
+    with pytest.raises(ValueError, match="backward"):
+        Transitions(backward=-1.0)
+
+
 def test_transition_rows_stay_bounded() -> None:
     rules = Transitions(steps=1, max_per_item=2)
     for n in range(5):
