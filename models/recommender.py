@@ -119,7 +119,7 @@ class RankConfig:
     history_boost: float = 3.0
     """Extra weight of the newest history item (``models.itemitem.history_weights``)."""
     w_item: float = 1.0
-    w_sequence: float = 30.0
+    w_sequence: float = 25.0
     w_similarity: float = 0.1
     w_quality: float = 0.05
     w_affinity: float = 0.05

@@ -70,7 +70,7 @@ docs/model-choice.md)."""
 def rank_blend(events: Sequence[Event]) -> dict[str, float]:
     """The blend weights for users between sessions on data like ``events``
     (``ModelArtefact.rank_blend``; ``WorkerStep`` ranks users within a session with
-    ``RankConfig``'s own, which lean on the newest items: sequential 30, history boost 3).
+    ``RankConfig``'s own, which lean on the newest items: sequential 25, history boost 3).
 
     Sessions (the median user has fewer than ``PROFILE_HISTORY`` distinct items): none,
     the session weights for everyone. Long-lived profiles: ``PROFILE_BLEND``; a returning
