@@ -59,8 +59,8 @@ FORMAT: Final = "eddy-train-v4"
 PROFILE_HISTORY: Final = 20
 """Median distinct items per user from which the data is long-lived profiles, not sessions."""
 PROFILE_BLEND: Final[Mapping[str, float]] = {
-    "w_sequence": 2.0,
-    "history_boost": 1.0,
+    "w_sequence": 1.0,
+    "history_boost": 0.5,
     "w_similarity": 0.3,
 }
 """The between-sessions blend for long-lived profiles (``rank_blend``; measured in

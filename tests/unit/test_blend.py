@@ -46,7 +46,7 @@ def test_repeated_items_count_once() -> None:
 def test_with_blend_sets_only_blend_weights() -> None:
     cfg = RankConfig()
     got = with_blend(cfg, PROFILE_BLEND)
-    assert (got.w_sequence, got.history_boost, got.w_similarity) == (2.0, 1.0, 0.3)
+    assert (got.w_sequence, got.history_boost, got.w_similarity) == (1.0, 0.5, 0.3)
     assert (
         replace(
             got,
