@@ -244,7 +244,7 @@ def cooccurrence_scale(
     ``sample`` rows of ``x``) of the largest ``|x_u B|`` over that of the largest ``|x_u C|``."""
     rows = x[:sample]
     ease = np.abs(np.asarray(rows @ b)).max(axis=1).mean()
-    co = np.abs((rows @ c).toarray()).max(axis=1).mean() if c.nnz else 0.0
+    co = abs(rows @ c).max(axis=1).toarray().mean() if c.nnz else 0.0  # stays sparse
     return float(ease / co) if co > 0 else 0.0
 
 
