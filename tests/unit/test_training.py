@@ -13,6 +13,7 @@ import pytest
 from models.artefact import load, save
 from models.datasets import Dataset
 from models.events import Event, EventType, ItemUpsert
+from models.itemitem import fit_item_item
 from models.popularity import bump
 from models.training import (
     Query,
@@ -187,11 +188,35 @@ def test_progress_reports_every_stage(world: Dataset) -> None:
         ("content_holdout", 1.0, "content_holdout"),
         ("window", -1, "window"),
         ("event_weights", {"click": float("nan")}, "event weights"),
+        ("item_window", -1, "item_window settings: window"),
+        ("item_window_weight", float("inf"), "item_window settings: weight"),
+        ("item_popularity_exponent", -0.5, "item_window settings: popularity_exponent"),
+        ("transition_backward", -1.0, "transition_backward"),
     ],
 )
 def test_config_rejects_bad_values(field: str, value: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TrainConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_training_passes_the_neighbourhood_to_the_item_item_model(world: Dataset) -> None:
+    plain = replace(SMALL, item_window=0, item_popularity_exponent=0.0)
+    windowed = replace(plain, item_window=2, item_window_weight=0.3)
+    weights = []
+    for config in (plain, windowed):
+        got = train(world, config).item_item
+        want = fit_item_item(
+            world.events,
+            config.item_neighbours,
+            seed=config.seed,
+            max_neighbours=config.item_max_neighbours,
+            neighbourhood=config.neighbourhood,
+        )
+        assert got is not None
+        assert got.weights.shape == want.weights.shape
+        assert (got.weights != want.weights).nnz == 0
+        weights.append(got.weights)
+    assert (weights[0] != weights[1]).nnz > 0  # the window changed the model
 
 
 def test_config_round_trips_through_json() -> None:
