@@ -28,6 +28,7 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
+from scipy import linalg as scipy_linalg
 from scipy import sparse
 from scipy.linalg import lapack
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
@@ -102,17 +103,7 @@ class _Solver:
             p = (v32 * inverse.astype(np.float32)[None, :]) @ v32.T
             diag = self.v**2 @ inverse
         else:
-            g = self.gram.copy()
-            g[np.diag_indices(n)] += l2
-            factor, info = lapack.dpotrf(g, lower=1, clean=0, overwrite_a=1)
-            if info == 0:
-                factor, info = lapack.dpotri(factor, lower=1, overwrite_c=1)
-            if info != 0:
-                raise np.linalg.LinAlgError(f"Cholesky inverse failed (LAPACK info {info})")
-            lower = np.tril(factor)  # dpotri fills the lower triangle of P only
-            p64: FloatArray = lower + np.tril(lower, -1).T
-            diag = np.diag(p64).copy()
-            p = p64.astype(np.float32)
+            return gram_weights(self.gram, l2)
         b: Float32Array = p / (-diag.astype(np.float32))[None, :]
         b[np.diag_indices(n)] = 0.0
         return b
@@ -137,6 +128,32 @@ class _Solver:
     def _diag(self, l2: float) -> FloatArray:
         diag: FloatArray = (1.0 - (1.0 / (self.s + l2)) @ self.q2) / l2
         return diag
+
+
+def gram_weights(gram: FloatArray, l2: float) -> Float32Array:
+    """EASE's ``B`` from a symmetric ``items x items`` Gram matrix (``X^T X``, or one
+    with more in it) and ``lambda``: ``P = (gram + lambda I)^-1`` by Cholesky, or by LU
+    when ``gram + lambda I`` is not positive definite; dense float32, zero diagonal."""
+    n = gram.shape[0]
+    g = gram.astype(np.float64, copy=True)
+    g[np.diag_indices(n)] += l2
+    factor, info = lapack.dpotrf(g, lower=1, clean=0, overwrite_a=0)
+    if info == 0:
+        factor, info = lapack.dpotri(factor, lower=1, overwrite_c=1)
+    if info == 0:
+        lower = np.tril(factor)  # dpotri fills the lower triangle of P only
+        del factor
+        p64: FloatArray = lower + np.tril(lower, -1).T
+        del lower
+    else:
+        p64 = np.asarray(scipy_linalg.inv(g, overwrite_a=True, check_finite=False))
+    del g
+    diag = np.diag(p64).astype(np.float32)
+    p = p64.astype(np.float32)
+    del p64
+    p /= -diag[None, :]
+    p[np.diag_indices(n)] = 0.0
+    return p
 
 
 def ease_weights(x: sparse.csr_matrix, l2: float) -> Float32Array:

@@ -40,9 +40,12 @@ import numpy.typing as npt
 from scipy import sparse
 
 from models.baselines import binary_matrix
-from models.ease import DEFAULT_GRID, EASERecommender, _Solver
+from models.ease import DEFAULT_GRID, EASERecommender, _Solver, gram_weights
 from models.events import Event
 
+GRAM_MAX_ITEMS: Final = 20_000
+"""Largest catalogue EASE is fitted with the window counts in its Gram matrix (an ``items
+x items`` solve, 3.2 GB of float64 at this size); above it, plain EASE (dual form)."""
 PREFIX: Final = "itemitem."
 """Prefix of the model's arrays in an artefact's npz."""
 
@@ -203,14 +206,27 @@ class Neighbourhood:
     """Weight of the co-occurrence term, relative to EASE's scale (``cooccurrence_scale``)."""
     popularity_exponent: float = 0.0
     """``beta`` of the candidate-popularity discount ``(1 + users(j))^-beta``."""
+    gram_window: int = 0
+    """Co-occurrence window whose counts EASE is fitted with, in positions (0: plain EASE)."""
+    gram_weight: float = 0.0
+    """``mu`` of EASE's Gram matrix ``X^T X + mu C`` (``C``: the ``gram_window`` counts)."""
+    gram_l2_factor: float = 1.0
+    """That EASE's ``lambda``: the one tuned for plain EASE, times this."""
 
     def __post_init__(self) -> None:
-        if self.window < 0:
-            raise ValueError(f"window must be >= 0, got {self.window}")
-        for name in ("weight", "popularity_exponent"):
+        if self.window < 0 or self.gram_window < 0:
+            raise ValueError(f"windows must be >= 0, got {self.window}, {self.gram_window}")
+        for name in ("weight", "popularity_exponent", "gram_weight"):
             value = getattr(self, name)
             if not (value >= 0.0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+        if not (self.gram_l2_factor > 0.0 and math.isfinite(self.gram_l2_factor)):
+            raise ValueError(f"gram_l2_factor must be finite and > 0, got {self.gram_l2_factor!r}")
+
+    @property
+    def in_gram(self) -> bool:
+        """Whether EASE is fitted with the window counts in its Gram matrix."""
+        return self.gram_window > 0 and self.gram_weight > 0
 
 
 def window_cooccurrence(
@@ -299,6 +315,14 @@ def fit_item_item(
         tuner._item_ids = item_ids
         l2 = tuner._tune(rows, len(item_ids))
     x = binary_matrix(rows, len(item_ids))
-    b = _Solver(x).weights(l2)
+    if neighbourhood.in_gram and len(item_ids) <= GRAM_MAX_ITEMS:
+        l2 *= neighbourhood.gram_l2_factor
+        gram = (x.T @ x).toarray().astype(np.float64)
+        counts = window_cooccurrence(rows, len(item_ids), neighbourhood.gram_window)
+        gram += neighbourhood.gram_weight * counts.toarray()
+        b = gram_weights(gram, l2)
+        del gram
+    else:
+        b = _Solver(x).weights(l2)
     weights = add_neighbourhood(prune(b, neighbours, max_neighbours), b, x, rows, neighbourhood)
     return ItemItem(item_ids, weights, float(l2))

@@ -28,7 +28,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from itertools import pairwise
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -43,7 +43,7 @@ from models.artefact import ModelArtefact
 from models.content import ContentModel
 from models.datasets import Dataset
 from models.events import Event, ItemUpsert
-from models.itemitem import Neighbourhood, fit_item_item, window_cooccurrence
+from models.itemitem import GRAM_MAX_ITEMS, Neighbourhood, fit_item_item, window_cooccurrence
 from models.metrics import hit_rate_at_k, ndcg_at_k, reciprocal_rank_at_k
 from models.popularity import Entry, bump, half_life_seconds, newest_anchor, score_at
 from models.profile import DEFAULT_EVENT_WEIGHTS, event_weight
@@ -54,7 +54,7 @@ Method = Literal["als", "sppmi"]
 Progress = Callable[[str, float], None]
 
 METHODS: Final[tuple[str, ...]] = ("als", "sppmi")
-FORMAT: Final = "eddy-train-v4"
+FORMAT: Final = "eddy-train-v5"
 """Bumped when training code changes what the same data and config produce."""
 PROFILE_HISTORY: Final = 20
 """Median distinct items per user from which the data is long-lived profiles, not sessions."""
@@ -77,15 +77,21 @@ def rank_blend(events: Sequence[Event]) -> dict[str, float]:
     user's next items are spread over their whole history, and on MovieLens validation
     the session weights cost lists ranked between sessions a sixth of NDCG@10 on a random
     split for 9% gained on a time-ordered one (docs/model-choice.md)."""
+    return dict(PROFILE_BLEND) if long_lived(events) else {}
+
+
+def long_lived(events: Sequence[Event]) -> bool:
+    """Whether ``events`` are long-lived profiles, not sessions: the median user has at
+    least ``PROFILE_HISTORY`` distinct items."""
     items: dict[str, set[str]] = {}
     for event in events:
         items.setdefault(event.user_id, set()).add(event.item_id)
     if not items:
-        return {}
+        return False
     sizes = sorted(len(s) for s in items.values())
     mid = len(sizes) // 2
     median = sizes[mid] if len(sizes) % 2 else (sizes[mid - 1] + sizes[mid]) / 2
-    return dict(PROFILE_BLEND) if median >= PROFILE_HISTORY else {}
+    return median >= PROFILE_HISTORY
 
 
 @dataclass(frozen=True)
@@ -117,18 +123,25 @@ class TrainConfig:
     """Content terms in fewer CF items than this are dropped."""
     content_holdout: float = 0.1
     """Share of CF items held out once to measure the content model (0 = skip)."""
-    item_neighbours: int = 50
+    item_neighbours: int = 100
     """Item-item model: EASE weights kept per item on average, the largest of the whole
     matrix (0 = no item-item model)."""
-    item_max_neighbours: int = 300
+    item_max_neighbours: int = 400
     """Item-item model: at most this many weights kept for one item."""
     item_window: int = 2
     """Item-item model: co-occurrence window added to EASE, in history positions (0: none;
     ``models.itemitem.Neighbourhood``)."""
-    item_window_weight: float = 0.3
+    item_window_weight: float = 0.15
     """Item-item model: weight of that co-occurrence term, relative to EASE's scale."""
     item_popularity_exponent: float = 0.1
     """Item-item model: candidate popularity discount ``(1 + users)^-exponent``."""
+    item_gram_window: int = 3
+    """Item-item model: co-occurrence window whose counts EASE is fitted with (0: plain
+    EASE; ``models.itemitem.Neighbourhood``; catalogues up to ``GRAM_MAX_ITEMS``)."""
+    item_gram_weight: float = 1.0
+    """Item-item model: ``mu`` of EASE's Gram matrix ``X^T X + mu C``."""
+    item_gram_l2_factor: float = 1.5
+    """Item-item model: that EASE's ``lambda`` over the one tuned for plain EASE."""
     transition_steps: int = 3
     """Sequential rules: how many items back an event completes a rule (0 = none)."""
     transition_backward: float = 0.5
@@ -192,7 +205,12 @@ class TrainConfig:
     def neighbourhood(self) -> Neighbourhood:
         """The item-item model's co-occurrence window and popularity discount."""
         return Neighbourhood(
-            self.item_window, self.item_window_weight, self.item_popularity_exponent
+            self.item_window,
+            self.item_window_weight,
+            self.item_popularity_exponent,
+            self.item_gram_window,
+            self.item_gram_weight,
+            self.item_gram_l2_factor,
         )
 
 
@@ -508,15 +526,20 @@ def train(
     metrics["trained_until"] = max((e.ts for e in dataset.events), default=0.0)
     report("popularity", 1.0)
     item_item = None
+    profiles = long_lived(dataset.events)
     if config.item_neighbours > 0:
         report("item-item", 0.0)
+        neighbourhood = config.neighbourhood
+        if not profiles:  # sessions: a window is most of a session, already in X^T X
+            neighbourhood = replace(neighbourhood, gram_weight=0.0)
         item_item = fit_item_item(
             dataset.events,
             config.item_neighbours,
             seed=config.seed,
             max_neighbours=config.item_max_neighbours,
-            neighbourhood=config.neighbourhood,
+            neighbourhood=neighbourhood,
         )
+        metrics["item_item_gram"] = neighbourhood.in_gram and len(item_item) <= GRAM_MAX_ITEMS
         metrics["item_item_l2"] = item_item.l2
         metrics["item_item_weights"] = int(item_item.weights.nnz)
         report("item-item", 1.0)
@@ -526,7 +549,7 @@ def train(
             dataset.events, config.transition_steps, backward=config.transition_backward
         )
         metrics["transition_rules"] = len(rules)
-    blend = rank_blend(dataset.events)
+    blend = dict(PROFILE_BLEND) if profiles else {}
     artefact = ModelArtefact(
         version=model_version(dataset, config),
         created_at=time.time() if created_at is None else float(created_at),

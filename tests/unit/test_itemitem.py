@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from scipy import sparse
 
+from models import itemitem
 from models.bandit import EpsilonGreedyRanker
 from models.batchrank import Ranker, RankRequest, ReferenceRanker, VectorRanker
-from models.ease import ease_weights
+from models.ease import ease_weights, gram_weights
 from models.events import Event, EventType
 from models.itemitem import (
     ItemItem,
@@ -150,9 +151,69 @@ def test_neighbourhood_adds_the_normalised_cooccurrence_and_discounts_popular_it
 
 
 def test_neighbourhood_refuses_bad_settings() -> None:
-    for bad in ({"window": -1}, {"weight": -0.1}, {"popularity_exponent": float("nan")}):
+    bad_values: list[dict[str, float]] = [
+        {"window": -1},
+        {"weight": -0.1},
+        {"popularity_exponent": float("nan")},
+        {"gram_window": -1},
+        {"gram_weight": float("inf")},
+    ]
+    for bad in bad_values:
         with pytest.raises(ValueError, match=">= 0"):
-            Neighbourhood(**bad)
+            Neighbourhood(**bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="gram_l2_factor"):
+        Neighbourhood(gram_l2_factor=0.0)
+    assert not Neighbourhood(gram_window=3).in_gram
+    assert Neighbourhood(gram_window=3, gram_weight=1.0).in_gram
+
+
+def ease_by_numpy(gram: np.ndarray, l2: float) -> np.ndarray:
+    """EASE's closed form spelled out: ``P = (G + l2 I)^-1``, ``B = -P / diag(P)``."""
+    p = np.linalg.inv(gram + l2 * np.eye(len(gram)))
+    b = p / -np.diag(p)[None, :]
+    np.fill_diagonal(b, 0.0)
+    return b
+
+
+def test_gram_weights_of_x_t_x_are_ease() -> None:
+    rng = np.random.default_rng(5)
+    x = (rng.random((10, 16)) < 0.4).astype(np.float64)  # fewer users: ease_weights' dual
+    got = gram_weights(x.T @ x, 3.0)
+    assert got.dtype == np.float32
+    assert got == pytest.approx(ease_weights(sparse.csr_matrix(x), 3.0), abs=1e-5)
+    assert got == pytest.approx(ease_by_numpy(x.T @ x, 3.0), abs=1e-5)
+
+
+def test_gram_weights_solve_a_gram_that_is_not_positive_definite() -> None:
+    # eigenvalues -2 and 4: gram + 1 I is indefinite, so Cholesky fails and LU solves it
+    gram = np.array([[1.0, 3.0, 0.0], [3.0, 1.0, 0.0], [0.0, 0.0, 2.0]])
+    got = gram_weights(gram, 1.0)
+    assert got == pytest.approx(ease_by_numpy(gram, 1.0), abs=1e-6)
+    assert got[0, 1] == pytest.approx(3.0 / 2.0)  # P's 2x2 block: [[2, 3], [3, 2]]^-1
+
+
+def test_fit_puts_the_window_counts_in_the_gram(monkeypatch: pytest.MonkeyPatch) -> None:
+    sequences = {"u1": "abcd", "u2": "bdac", "u3": "cab", "u4": "dcb"}
+    events = [
+        click(u, i, 10.0 * n + t)
+        for n, (u, s) in enumerate(sequences.items())
+        for t, i in enumerate(s)
+    ]
+    hood = Neighbourhood(gram_window=1, gram_weight=0.5, gram_l2_factor=2.0)
+    fitted = fit_item_item(events, neighbours=4, l2=1.5, neighbourhood=hood)
+    assert fitted.l2 == 3.0
+    cols = {i: n for n, i in enumerate("abcd")}
+    rows = [[cols[i] for i in s] for s in sequences.values()]
+    x = np.zeros((4, 4))
+    for r, seq in enumerate(rows):
+        x[r, seq] = 1.0
+    gram = x.T @ x + 0.5 * window_cooccurrence(rows, 4, 1).toarray()
+    assert fitted.weights.toarray() == pytest.approx(ease_by_numpy(gram, 3.0), abs=1e-5)
+    # above GRAM_MAX_ITEMS: plain EASE at the tuned lambda
+    monkeypatch.setattr(itemitem, "GRAM_MAX_ITEMS", 3)
+    big = fit_item_item(events, neighbours=4, l2=1.5, neighbourhood=hood)
+    assert big.l2 == 1.5
+    assert big.weights.toarray() == pytest.approx(ease_by_numpy(x.T @ x, 1.5), abs=1e-5)
 
 
 def test_fit_uses_the_time_order_of_the_events() -> None:

@@ -16,6 +16,7 @@ from models.events import Event, EventType, ItemUpsert
 from models.itemitem import fit_item_item
 from models.popularity import bump
 from models.training import (
+    PROFILE_HISTORY,
     Query,
     TrainConfig,
     cooccurrence,
@@ -192,6 +193,9 @@ def test_progress_reports_every_stage(world: Dataset) -> None:
         ("item_window_weight", float("inf"), "item_window settings: weight"),
         ("item_popularity_exponent", -0.5, "item_window settings: popularity_exponent"),
         ("transition_backward", -1.0, "transition_backward"),
+        ("item_gram_window", -1, "item_window settings: windows"),
+        ("item_gram_weight", -1.0, "item_window settings: gram_weight"),
+        ("item_gram_l2_factor", 0.0, "item_window settings: gram_l2_factor"),
     ],
 )
 def test_config_rejects_bad_values(field: str, value: object, message: str) -> None:
@@ -200,7 +204,7 @@ def test_config_rejects_bad_values(field: str, value: object, message: str) -> N
 
 
 def test_training_passes_the_neighbourhood_to_the_item_item_model(world: Dataset) -> None:
-    plain = replace(SMALL, item_window=0, item_popularity_exponent=0.0)
+    plain = replace(SMALL, item_window=0, item_popularity_exponent=0.0, item_gram_weight=0.0)
     windowed = replace(plain, item_window=2, item_window_weight=0.3)
     weights = []
     for config in (plain, windowed):
@@ -217,6 +221,35 @@ def test_training_passes_the_neighbourhood_to_the_item_item_model(world: Dataset
         assert (got.weights != want.weights).nnz == 0
         weights.append(got.weights)
     assert (weights[0] != weights[1]).nnz > 0  # the window changed the model
+
+
+def test_only_long_lived_profiles_fit_ease_with_the_window_counts(world: Dataset) -> None:
+    """Sessions (``world``: five items per user) fit plain EASE: a window is most of a
+    session, already in ``X^T X``. Long-lived profiles get ``config.neighbourhood``."""
+    rng = random.Random(3)
+    items = [f"i{j}" for j in range(30)]
+    profiles = [
+        ev(f"u{u}", item, T0 + 100 * u + n)
+        for u in range(8)
+        for n, item in enumerate(rng.sample(items, PROFILE_HISTORY + 2))
+    ]
+    long_lived = Dataset("profiles", [], profiles, 0, {})
+    assert SMALL.neighbourhood.in_gram
+    for data, gram in ((long_lived, True), (world, False)):
+        art = train(data, SMALL)
+        hood = SMALL.neighbourhood if gram else replace(SMALL.neighbourhood, gram_weight=0.0)
+        want = fit_item_item(
+            data.events,
+            SMALL.item_neighbours,
+            seed=SMALL.seed,
+            max_neighbours=SMALL.item_max_neighbours,
+            neighbourhood=hood,
+        )
+        assert art.item_item is not None
+        assert art.metrics["item_item_gram"] is gram
+        assert art.item_item.l2 == want.l2
+        assert (art.item_item.weights != want.weights).nnz == 0
+        assert (art.rank_blend != {}) is gram  # the same test picks the blend
 
 
 def test_config_round_trips_through_json() -> None:
