@@ -2,10 +2,14 @@
 items that stand next to each other in users' histories.
 
 ``fit_item_item`` fits EASE (Steck, WWW 2019; ``models.ease``) on the binary user x item
-matrix of the training events, its ``lambda`` chosen on a validation split of them as
-``EASERecommender`` does, and keeps only its largest weights by magnitude: ``neighbours``
-per item on average, the largest of the whole matrix, at most ``max_neighbours`` for one
-item (``prune``; without ``max_neighbours``, ``neighbours`` for every item). To that it
+matrix ``X`` of the training events, its ``lambda`` chosen on a validation split of them as
+``EASERecommender`` does. With ``Neighbourhood.in_gram`` (and at most ``GRAM_MAX_ITEMS``
+items) EASE is fitted on ``X^T X + mu C`` instead, ``C`` the counts of items at most
+``gram_window`` positions apart in a user's time-ordered history, with ``lambda`` times
+``gram_l2_factor``: pairs taken up in one sitting count more than pairs years apart.
+Only the largest weights by magnitude are kept: ``neighbours`` per item on average, the
+largest of the whole matrix, at most ``max_neighbours`` for one item (``prune``; without
+``max_neighbours``, ``neighbours`` for every item). To that ``fit_item_item``
 adds a co-occurrence term (``Neighbourhood``, ``add_neighbourhood``): ``C[i, j]``, how
 often ``i`` and ``j`` stand at most ``window`` positions apart in one user's time-ordered
 history, divided by ``sqrt((1 + users(i)) (1 + users(j)))``, times ``weight`` and a
