@@ -133,21 +133,25 @@ class _Solver:
 def gram_weights(gram: FloatArray, l2: float) -> Float32Array:
     """EASE's ``B`` from a symmetric ``items x items`` Gram matrix (``X^T X``, or one
     with more in it) and ``lambda``: ``P = (gram + lambda I)^-1`` by Cholesky, or by LU
-    when ``gram + lambda I`` is not positive definite; dense float32, zero diagonal."""
+    when ``gram + lambda I`` is not positive definite; dense float32, zero diagonal.
+    Peak memory: about three float64 copies of ``gram`` besides ``gram`` itself."""
     n = gram.shape[0]
-    g = gram.astype(np.float64, copy=True)
-    g[np.diag_indices(n)] += l2
-    factor, info = lapack.dpotrf(g, lower=1, clean=0, overwrite_a=0)
+
+    def shifted() -> FloatArray:
+        g = gram.astype(np.float64, copy=True)
+        g[np.diag_indices(n)] += l2
+        return g
+
+    factor, info = lapack.dpotrf(shifted(), lower=1, clean=0, overwrite_a=1)
     if info == 0:
         factor, info = lapack.dpotri(factor, lower=1, overwrite_c=1)
     if info == 0:
-        lower = np.tril(factor)  # dpotri fills the lower triangle of P only
+        p64: FloatArray = np.tril(factor)  # dpotri fills the lower triangle of P only
         del factor
-        p64: FloatArray = lower + np.tril(lower, -1).T
-        del lower
+        p64 += np.tril(p64, -1).T
     else:
-        p64 = np.asarray(scipy_linalg.inv(g, overwrite_a=True, check_finite=False))
-    del g
+        del factor
+        p64 = np.asarray(scipy_linalg.inv(shifted(), overwrite_a=True, check_finite=False))
     diag = np.diag(p64).astype(np.float32)
     p = p64.astype(np.float32)
     del p64

@@ -47,9 +47,10 @@ from models.baselines import binary_matrix
 from models.ease import DEFAULT_GRID, EASERecommender, _Solver, gram_weights
 from models.events import Event
 
-GRAM_MAX_ITEMS: Final = 20_000
-"""Largest catalogue EASE is fitted with the window counts in its Gram matrix (an ``items
-x items`` solve, 3.2 GB of float64 at this size); above it, plain EASE (dual form)."""
+GRAM_MAX_ITEMS: Final = 15_000
+"""Largest catalogue EASE is fitted with the window counts in its Gram matrix: one ``items
+x items`` float64 solve, about 7 GB at this size (``models.ease.gram_weights``); above
+it, plain EASE."""
 PREFIX: Final = "itemitem."
 """Prefix of the model's arrays in an artefact's npz."""
 
