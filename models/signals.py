@@ -60,6 +60,20 @@ class Signals:
         return self.seq.get(item_id, 0.0)
 
 
+def _best(cols: IntArray, values: FloatArray, n: int) -> IntArray:
+    """Positions of the ``n`` largest ``values``, ties by the smaller column, in that
+    order: ``np.lexsort((cols, -values))[:n]`` without sorting the whole row."""
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if len(values) > n:
+        nth = -np.partition(-values, n - 1)[n - 1]
+        within = np.flatnonzero(values >= nth)  # every tie of the n-th value, in order
+        order: IntArray = within[np.lexsort((cols[within], -values[within]))][:n]
+        return order
+    full: IntArray = np.lexsort((cols, -values))
+    return full
+
+
 def _top(ids: Sequence[str], values: Sequence[float], n: int) -> list[str]:
     """The ``n`` ids of largest positive value, ties by id."""
     ranked = sorted((-v, i) for i, v in zip(ids, values, strict=True) if v > 0)
@@ -91,7 +105,7 @@ def history_signals(
             keep = values > 0
             cand, vals = cols[keep], values[keep]
             exclude = excludes[i]
-            order = np.lexsort((cand, -vals))[: n_item_candidates + len(exclude)]
+            order = _best(cand, vals, n_item_candidates + len(exclude))
             for c, v in zip(cand[order].tolist(), vals[order].tolist(), strict=True):
                 if len(sig.ii_top) >= n_item_candidates:
                     break

@@ -8,6 +8,8 @@ import random
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import sparse
 
 from models import itemitem
@@ -440,3 +442,20 @@ def test_batched_top_contributors_without_any_contribution() -> None:
     sigs = history_signals(model, Transitions(), histories, [set(), set()], 1.0, 3.0, 5, 5)
     got = top_contributors(model, Transitions(), histories, [["a", "b"], ["b"]], sigs, 1, 3, 1, 1)
     assert got == [[None, None], [None]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(min_value=1, max_value=6), min_size=0, max_size=40),
+    st.integers(min_value=0, max_value=45),
+)
+def test_best_is_the_head_of_the_full_sort(values: list[int], n: int) -> None:
+    """The item-item candidates: the ``n`` best of a score row, ties by column, found
+    without sorting the row equals the head of the full sort (few distinct values: ties)."""
+    from models.signals import _best
+
+    rng = np.random.default_rng(len(values) * 100 + n)
+    cols = rng.permutation(1000)[: len(values)].astype(np.int64)
+    vals = np.array(values, dtype=np.float64) / 7.0
+    want = np.lexsort((cols, -vals))[:n]
+    assert _best(cols, vals, n).tolist() == want.tolist()
