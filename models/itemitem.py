@@ -233,6 +233,11 @@ class Neighbourhood:
         """Whether EASE is fitted with the window counts in its Gram matrix."""
         return self.gram_window > 0 and self.gram_weight > 0
 
+    def uses_gram(self, n_items: int) -> bool:
+        """Whether ``fit_item_item`` fits that EASE for ``n_items`` items (``in_gram`` and
+        at most ``GRAM_MAX_ITEMS``; otherwise plain EASE)."""
+        return self.in_gram and n_items <= GRAM_MAX_ITEMS
+
 
 def window_cooccurrence(
     sequences: Sequence[Sequence[int] | npt.NDArray[np.int64]], n: int, window: int
@@ -320,7 +325,7 @@ def fit_item_item(
         tuner._item_ids = item_ids
         l2 = tuner._tune(rows, len(item_ids))
     x = binary_matrix(rows, len(item_ids))
-    if neighbourhood.in_gram and len(item_ids) <= GRAM_MAX_ITEMS:
+    if neighbourhood.uses_gram(len(item_ids)):
         l2 *= neighbourhood.gram_l2_factor
         gram = (x.T @ x).toarray().astype(np.float64)
         counts = window_cooccurrence(rows, len(item_ids), neighbourhood.gram_window)

@@ -43,7 +43,7 @@ from models.artefact import ModelArtefact
 from models.content import ContentModel
 from models.datasets import Dataset
 from models.events import Event, ItemUpsert
-from models.itemitem import GRAM_MAX_ITEMS, Neighbourhood, fit_item_item, window_cooccurrence
+from models.itemitem import Neighbourhood, fit_item_item, window_cooccurrence
 from models.metrics import hit_rate_at_k, ndcg_at_k, reciprocal_rank_at_k
 from models.popularity import Entry, bump, half_life_seconds, newest_anchor, score_at
 from models.profile import DEFAULT_EVENT_WEIGHTS, event_weight
@@ -526,7 +526,8 @@ def train(
     metrics["trained_until"] = max((e.ts for e in dataset.events), default=0.0)
     report("popularity", 1.0)
     item_item = None
-    profiles = long_lived(dataset.events)
+    blend = rank_blend(dataset.events)
+    profiles = bool(blend)  # rank_blend is empty exactly for sessions (``long_lived``)
     if config.item_neighbours > 0:
         report("item-item", 0.0)
         neighbourhood = config.neighbourhood
@@ -539,7 +540,7 @@ def train(
             max_neighbours=config.item_max_neighbours,
             neighbourhood=neighbourhood,
         )
-        metrics["item_item_gram"] = neighbourhood.in_gram and len(item_item) <= GRAM_MAX_ITEMS
+        metrics["item_item_gram"] = neighbourhood.uses_gram(len(item_item))
         metrics["item_item_l2"] = item_item.l2
         metrics["item_item_weights"] = int(item_item.weights.nnz)
         report("item-item", 1.0)
@@ -549,7 +550,6 @@ def train(
             dataset.events, config.transition_steps, backward=config.transition_backward
         )
         metrics["transition_rules"] = len(rules)
-    blend = dict(PROFILE_BLEND) if profiles else {}
     artefact = ModelArtefact(
         version=model_version(dataset, config),
         created_at=time.time() if created_at is None else float(created_at),
