@@ -44,7 +44,7 @@ class ProfileConfig:
         default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS)
     )
     half_life_s: float = 30 * 86_400.0
-    history_size: int = 500
+    history_size: int = 2000
     max_categories: int = 32
     max_purchased: int = 200
 
@@ -124,7 +124,8 @@ class UserProfile:
 
 
 def _push_front(items: list[str], item_id: str, bound: int) -> list[str]:
-    return [item_id, *(i for i in items if i != item_id)][:bound]
+    rest = [i for i in items if i != item_id] if item_id in items else items
+    return [item_id, *rest][:bound]
 
 
 def apply_event(

@@ -147,7 +147,7 @@ class Settings(BaseSettings):
     # --- Model -----------------------------------------------------------------------
     rec_size: int = Field(default=20, ge=1, le=500, description="Items per recommendation list.")
     history_size: int = Field(
-        default=500,
+        default=2000,
         ge=1,
         description="Recent items kept per user (the item-item model scores them all).",
     )

@@ -57,6 +57,11 @@ USER_KEYS = ("rec", "profile")
 
 SESSION_END_BATCH = 500
 """Users whose session ended re-ranked in one call at most (``Worker.end_sessions``)."""
+POPULAR_SLACK = 550
+"""Popular items kept per top list beyond a recommendation list's length: a user who
+has seen the 500 most popular still gets 50 of them. Fixed, not ``history_size``: a
+top list is re-sorted whenever it changes, at a cost that grows with its length."""
+
 MAX_PENDING_IMPRESSIONS = 100_000
 """Impression records kept while the impressions topic cannot be written."""
 
@@ -92,7 +97,7 @@ def step_config(settings: Settings, prior: ModelArtefact | None) -> StepConfig:
         variants=tuple(s.variant_list()),
         variant_salt=s.variant_salt,
         seed=s.seed,
-        pool=s.rec_size + s.history_size + 50,
+        pool=s.rec_size + POPULAR_SLACK,
     )
 
 

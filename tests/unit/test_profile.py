@@ -7,6 +7,8 @@ import json
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from models.events import Event, EventType
 from models.profile import (
@@ -49,7 +51,7 @@ def test_default_weights() -> None:
     }
     cfg = ProfileConfig()
     assert cfg.half_life_s == 30 * 86_400.0
-    assert (cfg.history_size, cfg.max_categories, cfg.max_purchased) == (500, 32, 200)
+    assert (cfg.history_size, cfg.max_categories, cfg.max_purchased) == (2000, 32, 200)
 
 
 def test_decay_factor_values() -> None:
@@ -202,6 +204,17 @@ def test_history_bounded_most_recent_first_without_repeats() -> None:
     p = run([(ev("view", item, T0 + n), []) for n, item in enumerate(items)], cfg)
     assert p.recent == ["i4", "i2", "i3"]
     assert p.counts == {"view": 6}
+
+
+@given(
+    items=st.lists(st.sampled_from([f"i{n}" for n in range(8)]), min_size=1, max_size=30),
+    bound=st.integers(1, 10),
+)
+def test_history_is_the_newest_distinct_items(items: list[str], bound: int) -> None:
+    cfg = ProfileConfig(half_life_s=HL, history_size=bound)
+    p = run([(ev("view", item, T0 + n), []) for n, item in enumerate(items)], cfg)
+    newest_first = list(dict.fromkeys(reversed(items)))
+    assert p.recent == newest_first[:bound]
 
 
 def test_purchased_list_most_recent_first_bounded() -> None:

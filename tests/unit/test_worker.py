@@ -21,7 +21,14 @@ from models.reclist import RecList
 from models.step import Inbound, ItemDelta
 from streams.settings import Settings
 from streams.sink import MemorySink, Put
-from streams.worker import Rejected, Worker, item_partition, profile_config, step_config
+from streams.worker import (
+    POPULAR_SLACK,
+    Rejected,
+    Worker,
+    item_partition,
+    profile_config,
+    step_config,
+)
 
 T0 = 1_700_000_000.0  # in the past: accepted by the real-clock future check
 DAY = 86_400.0
@@ -101,6 +108,12 @@ def test_profile_config_from_settings(settings: Settings) -> None:
     assert cfg.history_size == 5
     assert cfg.max_categories == 32
     assert cfg.event_weights[EventType.PURCHASE] == 8.0
+
+
+def test_popular_lists_do_not_grow_with_the_history(settings: Settings) -> None:
+    long = settings.model_copy(update={"history_size": 10_000})
+    assert step_config(long, None).pool == step_config(settings, None).pool
+    assert step_config(settings, None).pool == settings.rec_size + POPULAR_SLACK
 
 
 def test_step_config_takes_the_ranking_settings(settings: Settings) -> None:
