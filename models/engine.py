@@ -27,7 +27,7 @@ from models.itemstate import ItemState
 from models.profile import ProfileConfig, UserProfile
 from models.reclist import RecItem
 from models.recommender import RankConfig
-from models.step import Inbound, StepConfig, WorkerStep
+from models.step import POPULAR_SLACK, Inbound, StepConfig, WorkerStep
 from models.training import TrainConfig, train
 
 GREEDY = EpsilonSchedule(0.0)
@@ -42,8 +42,9 @@ class EngineConfig:
     profile: ProfileConfig = field(default_factory=ProfileConfig)
     online: bool = True
     """Learn item vectors, quality and popularity from observed events (False: frozen)."""
-    pool: int = 200
-    """Popular items kept per list, globally and per category."""
+    pool: int | None = None
+    """Popular items kept per list, globally and per category (None: the worker's,
+    ``rank.k + POPULAR_SLACK``)."""
     seed: int = 0
 
 
@@ -65,7 +66,7 @@ class EddyRecommender:
             rank=cfg.rank,
             model_version="eddy-evaluate",
             seed=cfg.seed,
-            pool=cfg.pool,
+            pool=cfg.rank.k + POPULAR_SLACK if cfg.pool is None else cfg.pool,
             learn_items=online,
         )
 

@@ -67,6 +67,13 @@ class Inbound:
     """Broker timestamp of the message, unix seconds (for freshness)."""
 
 
+POPULAR_SLACK = 550
+"""Popular items kept per top list beyond a recommendation list's length (the worker's
+and ``eddy evaluate``'s ``StepConfig.pool``): a user who has seen the 500 most popular
+still gets 50 of them. Fixed, not ``history_size``: a top list is re-sorted whenever it
+changes, at a cost that grows with its length."""
+
+
 @dataclass(frozen=True)
 class StepConfig:
     """How the step learns and ranks (built from ``Settings`` by the worker)."""

@@ -42,7 +42,7 @@ from models.popularity import half_life_seconds
 from models.profile import ProfileConfig, UserProfile
 from models.reclist import POPULAR_USER
 from models.recommender import RankConfig
-from models.step import Inbound, ItemDelta, Outbox, StepConfig, WorkerStep
+from models.step import POPULAR_SLACK, Inbound, ItemDelta, Outbox, StepConfig, WorkerStep
 from streams.offsets import Offsets
 from streams.settings import Settings
 from streams.sink import Put, RecSink
@@ -57,11 +57,6 @@ USER_KEYS = ("rec", "profile")
 
 SESSION_END_BATCH = 500
 """Users whose session ended re-ranked in one call at most (``Worker.end_sessions``)."""
-POPULAR_SLACK = 550
-"""Popular items kept per top list beyond a recommendation list's length: a user who
-has seen the 500 most popular still gets 50 of them. Fixed, not ``history_size``: a
-top list is re-sorted whenever it changes, at a cost that grows with its length."""
-
 MAX_PENDING_IMPRESSIONS = 100_000
 """Impression records kept while the impressions topic cannot be written."""
 

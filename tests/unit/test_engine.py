@@ -16,6 +16,8 @@ from models.events import Event, EventType, ItemUpsert
 from models.recommender import DEFAULT_PROTECTED_SLOTS
 from models.training import TrainConfig
 from streams.cli import app
+from streams.settings import Settings
+from streams.worker import step_config
 
 T0 = 1_700_000_000.0
 SPACE = [f"s{n}" for n in range(1, 7)]
@@ -44,6 +46,13 @@ def fitted(online: bool = True) -> EddyRecommender:
     model = EddyRecommender(ITEMS, EngineConfig(train=CONFIG.train, online=online))
     model.fit(history())
     return model
+
+
+def test_the_engine_ranks_with_the_workers_popular_lists_and_history() -> None:
+    worker = step_config(Settings(_env_file=None), None)
+    engine = EddyRecommender(ITEMS)._step_config(online=True)
+    assert engine.pool == worker.pool
+    assert engine.profile.history_size == worker.profile.history_size == 2000
 
 
 def test_recommend_before_fit_fails_clearly() -> None:

@@ -18,17 +18,10 @@ import pytest
 from models.events import EventType
 from models.itemlearn import learn
 from models.reclist import RecList
-from models.step import Inbound, ItemDelta
+from models.step import POPULAR_SLACK, Inbound, ItemDelta
 from streams.settings import Settings
 from streams.sink import MemorySink, Put
-from streams.worker import (
-    POPULAR_SLACK,
-    Rejected,
-    Worker,
-    item_partition,
-    profile_config,
-    step_config,
-)
+from streams.worker import Rejected, Worker, item_partition, profile_config, step_config
 
 T0 = 1_700_000_000.0  # in the past: accepted by the real-clock future check
 DAY = 86_400.0
