@@ -327,9 +327,8 @@ def fit_item_item(
     x = binary_matrix(rows, len(item_ids))
     if neighbourhood.uses_gram(len(item_ids)):
         l2 *= neighbourhood.gram_l2_factor
-        gram = (x.T @ x).toarray().astype(np.float64)
         counts = window_cooccurrence(rows, len(item_ids), neighbourhood.gram_window)
-        gram += neighbourhood.gram_weight * counts.toarray()
+        gram = (x.T @ x + neighbourhood.gram_weight * counts).toarray()  # one dense copy
         b = gram_weights(gram, l2)
         del gram
     else:
